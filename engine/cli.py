@@ -1,0 +1,168 @@
+"""`run-graph`: a thin argparse wrapper over `Session`.
+
+Exit codes: 0 every workflow ran; 2 bad input (unreadable or invalid workflow, missing model);
+1 a runtime failure. Results go to stdout (`--json`: one object per file); logs and progress go
+to stderr, and progress bars only appear on a terminal.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import orjson
+
+from .errors import EngineError
+from .session import RunResult, Session, default_registry
+from .settings import MODELS_DIR_ENV, Settings
+from .validate import validate
+
+log = logging.getLogger("run_graph")
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run-graph", description="Run ComfyUI workflows headless "
+                                "(UI workflow JSON, API prompt JSON, or PNGs that carry them).")
+    p.add_argument("files", nargs="*", type=Path, help="workflow files (.json or .png)")
+    p.add_argument("--validate", action="store_true", help="check the files, run nothing")
+    p.add_argument("--list-nodes", action="store_true",
+                   help="list the node types and their inputs (object_info JSON with --json)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                   help="set an input by node id or title, e.g. 14.seed=42 or 'Kolors Sampler.steps=30'")
+    p.add_argument("--output-dir", type=Path, default=Path("output"))
+    p.add_argument("--input-dir", type=Path, default=Path("input"))
+    p.add_argument("--models-dir", type=Path, default=None,
+                   help=f"models folder in ComfyUI's layout (default ${MODELS_DIR_ENV} or ./models)")
+    p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1...")
+    p.add_argument("--json", action="store_true", help="print one JSON object per file on stdout")
+    p.add_argument("--partial", action="store_true",
+                   help="run the outputs that are valid even when others are not (as ComfyUI does)")
+    p.add_argument("--allow-unsafe-paths", action="store_true",
+                   help="allow absolute paths and '..' in path inputs")
+    p.add_argument("--no-cache", action="store_true", help="do not reuse node outputs")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(message)s", stream=sys.stderr)
+    try:
+        return _main(args)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    except EngineError as exc:
+        log.error("error: %s", exc)
+        return EXIT_INVALID
+    except Exception as exc:  # noqa: BLE001 - a CLI prints a message, never a traceback
+        if os.environ.get("RUN_GRAPH_DEBUG"):
+            raise
+        log.error("internal error: %s: %s (set RUN_GRAPH_DEBUG=1 for a traceback)",
+                  type(exc).__name__, exc)
+        return EXIT_FAILED
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.list_nodes:
+        return _list_nodes(args.json)
+    if not args.files:
+        log.error("run-graph: no workflow file given (see run-graph --help)")
+        return EXIT_INVALID
+    settings = Settings(output_dir=args.output_dir, input_dir=args.input_dir, device=args.device,
+                        allow_unsafe_paths=args.allow_unsafe_paths,
+                        **({"models_dir": args.models_dir} if args.models_dir else {}))
+    progress = _Progress(enabled=sys.stderr.isatty() and not args.quiet)
+    session = Session(default_registry(), settings, cache=not args.no_cache, on_event=progress)
+    statuses = []
+    for path in args.files:
+        if args.validate:
+            result = _validate_only(session, path, args.overrides)
+        else:
+            result = session.execute(path, overrides=args.overrides, allow_partial=args.partial,
+                                     raise_on_error=False)
+        progress.close()
+        statuses.append(result.status)
+        _report(result, args.json)
+    if "invalid" in statuses:
+        return EXIT_INVALID
+    return EXIT_FAILED if "failed" in statuses else EXIT_OK
+
+
+def _validate_only(session: Session, path: Path, overrides: list[str]) -> RunResult:
+    from .overrides import apply_overrides, parse_assignment
+
+    try:
+        graph = session.load(path).copy()
+        problems = apply_overrides(graph, [parse_assignment(o) for o in overrides])
+        checked = validate(graph, session.registry, session.settings)
+    except (EngineError, ValueError) as exc:
+        return RunResult(str(path), "invalid", errors=_as_errors(exc, str(path)))
+    errors = [e.in_file(str(path)) for e in problems + checked.errors]
+    return RunResult(str(path), "invalid" if errors else "ok", errors=errors)
+
+
+def _as_errors(exc: Exception, label: str):
+    from .errors import NodeError, ValidationFailed
+
+    if isinstance(exc, ValidationFailed):
+        return exc.errors
+    return [NodeError(str(exc), kind="invalid_prompt", file=label)]
+
+
+def _report(result: RunResult, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(result.to_report()) + b"\n")
+        sys.stdout.flush()
+    counts = {s: sum(r.status == s for r in result.nodes.values()) for s in ("executed", "cached")}
+    if result.status == "ok":
+        log.info("%s: ok in %.2fs (%d executed, %d cached)", result.source, result.seconds,
+                 counts["executed"], counts["cached"])
+    else:
+        log.error("%s: %s", result.source, result.status)
+        for error in result.errors:
+            log.error("  - %s", error.describe().removeprefix(f"{result.source}, "))
+    for f in result.files:
+        log.info("  wrote %s", f)
+
+
+def _list_nodes(as_json: bool) -> int:
+    registry = default_registry()
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(registry.object_info(), option=orjson.OPT_INDENT_2) + b"\n")
+        return EXIT_OK
+    for name in registry:
+        spec = registry.spec(name)
+        ins = ", ".join(f"{i.name}: {i.type_name}" + ("" if i.is_required else "?") for i in spec.inputs)
+        outs = ", ".join(f"{o.name}: {o.type_name}" for o in spec.outputs) or "-"
+        print(f"{name}({ins}) -> {outs}")
+    return EXIT_OK
+
+
+class _Progress:
+    """Step bars on a terminal (tqdm), silence elsewhere."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar, self.node = enabled, None, None
+
+    def __call__(self, kind: str, data: dict) -> None:
+        if not self.enabled or kind != "progress":
+            return
+        from tqdm import tqdm
+
+        if self.bar is None or self.node != data["node_id"]:
+            self.close()
+            self.node = data["node_id"]
+            self.bar = tqdm(total=data["max"], desc=f"node {self.node}", file=sys.stderr, leave=False)
+        self.bar.n = data["value"]
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar, self.node = None, None

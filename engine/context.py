@@ -1,0 +1,76 @@
+"""`NodeContext`: the narrow door through which a node touches the world."""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import RunCancelled
+from .model_store import ModelStore
+from .settings import Settings
+
+EventSink = Callable[[str, dict], None]
+
+
+@dataclass
+class RunInfo:
+    """Shared by every node of one run: what is being executed and what it recorded."""
+
+    prompt: dict
+    workflow: dict | None
+    settings: Settings
+    device: str
+    events: EventSink
+    cancel: threading.Event
+    metadata: dict = field(default_factory=dict)  # e.g. wildcard choices, seeds; goes into PNGs
+    files: list[str] = field(default_factory=list)
+
+
+class NodeContext:
+    def __init__(self, run: RunInfo, models: ModelStore, node_id: str, node_type: str,
+                 title: str | None):
+        self.run, self.models = run, models
+        self.node_id, self.node_type, self.title = node_id, node_type, title
+
+    @property
+    def settings(self) -> Settings:
+        return self.run.settings
+
+    @property
+    def device(self) -> str:
+        return self.run.device
+
+    def check_cancelled(self) -> None:
+        if self.run.cancel.is_set():
+            raise RunCancelled(f"run cancelled during node {self.node_id} ({self.node_type})")
+
+    def progress(self, done: int, total: int) -> None:
+        """Report step progress (sampler steps...); also the point where a cancel is noticed."""
+        self.run.events("progress", {"node_id": self.node_id, "value": done, "max": total})
+        self.check_cancelled()
+
+    def record(self, key: str, value: Any) -> None:
+        """Keep a fact about this run (a seed, a wildcard choice) for its metadata."""
+        self.run.metadata.setdefault(self.node_id, {})[key] = value
+
+    def output_path(self, relative: str) -> Path:
+        """A path inside the output folder; names that would leave it are refused."""
+        return self.settings.contained_path(self.settings.output_dir, relative, "output path")
+
+    def write_file(self, path: Path, write: Callable[[Any], None]) -> Path:
+        """Write through a temporary file and rename, so no half-written file is ever visible."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.run.files.append(str(path))
+        self.run.events("file", {"node_id": self.node_id, "path": str(path)})
+        return path

@@ -1,0 +1,97 @@
+"""From a validated graph to an ordered plan: prune to what the outputs need, sign every node,
+and stop walking upstream at nodes whose output is already cached."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import orjson
+
+from .graph import Graph, LinkRef, natural_key
+from .node import SavedFiles
+from .registry import NodeRegistry
+from .settings import Settings
+
+
+@dataclass
+class ExecutionPlan:
+    order: list[str]  # topological; each node is either executed or taken from the cache
+    cached: set[str]
+    signatures: dict[str, str]
+    outputs: list[str]
+    skipped: list[str]  # in the graph, but not needed for these outputs
+
+
+def compute_signatures(graph: Graph, registry: NodeRegistry, order: list[str],
+                       settings: Settings) -> dict[str, str]:
+    """signature(node) = hash(type, version, fingerprint, constants, upstream signatures + slots).
+
+    Node ids never enter the key, so a renumbered or copied sub-graph hits the same entries.
+    """
+    signatures: dict[str, str] = {}
+    output_dir = str(Path(settings.output_dir).resolve())
+    for node_id in order:
+        node = graph.nodes[node_id]
+        cls = registry.get(node.class_type)
+        inputs = []
+        constants = {}
+        for name in sorted(node.inputs):
+            value = node.inputs[name]
+            if isinstance(value, LinkRef):
+                inputs.append((name, "@", signatures[value.node_id], value.slot))
+            else:
+                inputs.append((name, value))
+                constants[name] = value
+        if not cls.is_idempotent:
+            salt: Any = uuid.uuid4().hex  # like ComfyUI's NaN: never equal, always re-run
+        else:
+            try:
+                salt = cls.fingerprint(constants, settings)
+            except Exception:  # noqa: BLE001 - an unknowable fingerprint means "always re-run"
+                salt = uuid.uuid4().hex
+        payload = [node.class_type, cls.version, salt, inputs]
+        if cls.spec.is_output_node:
+            payload.append(output_dir)  # a new output folder must receive the files again
+        digest = hashlib.blake2b(orjson.dumps(payload, default=repr), digest_size=20)
+        signatures[node_id] = digest.hexdigest()
+    return signatures
+
+
+def make_plan(graph: Graph, registry: NodeRegistry, outputs: list[str], cache: Any,
+              settings: Settings) -> ExecutionPlan:
+    digraph = graph.digraph()
+    needed: set[str] = set(outputs)
+    for out in outputs:
+        needed |= nx.ancestors(digraph, out)
+    sub = digraph.subgraph(needed)
+    order = list(nx.lexicographical_topological_sort(sub, key=natural_key))
+    signatures = compute_signatures(graph, registry, order, settings)
+
+    # Walk upstream from the outputs; a cache hit cuts the walk, so its ancestors need not run.
+    run: set[str] = set()
+    cached: set[str] = set()
+    stack = list(outputs)
+    while stack:
+        node_id = stack.pop()
+        if node_id in run or node_id in cached:
+            continue
+        hit = cache.get(signatures[node_id])
+        if hit is not None and _files_present(hit):
+            cached.add(node_id)
+            continue
+        run.add(node_id)
+        stack.extend(sub.predecessors(node_id))
+    keep = run | cached
+    skipped = sorted((n for n in graph.nodes if n not in keep), key=natural_key)
+    return ExecutionPlan([n for n in order if n in keep], cached, signatures, outputs, skipped)
+
+
+def _files_present(output: Any) -> bool:
+    """Output nodes re-run when the files they wrote are gone."""
+    if isinstance(output, SavedFiles):
+        return all(Path(f).exists() for f in output.files)
+    return True

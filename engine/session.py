@@ -1,0 +1,167 @@
+"""The Python API: a `Session` keeps the registry, caches and loaded models between runs;
+`execute()` and `load_workflow()` use a default session created on first use."""
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from .cache import MemoryCache, NullCache
+from .context import RunInfo
+from .errors import EngineError, NodeError, NodeExecutionError, RunCancelled, ValidationFailed
+from .execute import NodeRecord, run_plan
+from .graph import Graph, natural_key
+from .load import load_workflow
+from .model_store import ModelStore
+from .node import NodeOutput
+from .overrides import apply_overrides, parse_assignment
+from .plan import make_plan
+from .registry import NodeRegistry
+from .settings import Settings
+from .validate import validate
+
+
+@dataclass
+class RunResult:
+    """What one run produced. `status` is ok, invalid (bad input) or failed (runtime error)."""
+
+    source: str | None
+    status: str
+    outputs: dict[str, NodeOutput] = field(default_factory=dict)
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    errors: list[NodeError] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def executed(self) -> list[str]:
+        return [n for n, r in self.nodes.items() if r.status == "executed"]
+
+    @property
+    def cached(self) -> list[str]:
+        return [n for n, r in self.nodes.items() if r.status == "cached"]
+
+    def to_report(self) -> dict:
+        return {
+            "file": self.source or "<graph>", "status": self.status,
+            "errors": [{k: v for k, v in e.to_dict().items() if k != "file"} for e in self.errors],
+            "nodes": {n: {"type": r.type, "title": r.title, "status": r.status,
+                          "seconds": round(r.seconds, 6)} for n, r in self.nodes.items()},
+            "files": self.files, "seconds": round(self.seconds, 6),
+        }
+
+
+@functools.lru_cache(maxsize=1)
+def default_registry() -> NodeRegistry:
+    return NodeRegistry.from_entry_points()
+
+
+class Session:
+    def __init__(self, registry: NodeRegistry | None = None, settings: Settings | None = None, *,
+                 cache: bool = True, max_cached_outputs: int = 512,
+                 on_event: Callable[[str, dict], None] | None = None):
+        self.registry = registry or default_registry()
+        self.settings = settings or Settings()
+        self.cache = MemoryCache(max_cached_outputs) if cache else NullCache()
+        self.models = ModelStore()
+        self.on_event = on_event or (lambda kind, data: None)
+        self.cancel_event = threading.Event()
+
+    def load(self, source: str | Path | dict | Graph) -> Graph:
+        return load_workflow(source, registry=self.registry)
+
+    def execute(self, source: str | Path | dict | Graph, *,
+                overrides: Mapping[str, Any] | Iterable[str] | None = None,
+                outputs: list[str] | None = None, allow_partial: bool = False,
+                raise_on_error: bool = True) -> RunResult:
+        """Validate and run a workflow. Raises `ValidationFailed` (bad input) or
+        `NodeExecutionError` (runtime failure, with `.result` holding what finished) unless
+        `raise_on_error=False`, in which case the result's status and errors say what happened.
+
+        `allow_partial`: like ComfyUI, run the outputs whose upstream is valid and report the rest.
+        `outputs`: run only these output nodes (and what they need).
+        """
+        started = time.perf_counter()
+        label = source.source if isinstance(source, Graph) else (
+            None if isinstance(source, dict) else str(source))
+        try:
+            graph = self.load(source).copy()
+            problems = apply_overrides(graph, _assignments(overrides))
+            checked = validate(graph, self.registry, self.settings)
+            errors = problems + checked.errors
+            targets = [o for o in checked.outputs if outputs is None or o in outputs]
+            if outputs is not None:
+                errors += [NodeError(f"requested output {o} is not a valid output node", node_id=o,
+                                     kind="bad_output") for o in outputs if o not in checked.outputs]
+            if errors and not (allow_partial and targets):
+                raise ValidationFailed(errors, file=label)
+        except EngineError as exc:
+            if raise_on_error:
+                raise
+            return RunResult(label, "invalid", errors=_errors_of(exc, label),
+                             seconds=time.perf_counter() - started)
+
+        result = RunResult(label, "invalid" if errors else "ok", errors=[e.in_file(label) for e in errors])
+        plan = make_plan(checked.graph, self.registry, targets, self.cache, self.settings)
+        for node_id in plan.skipped:
+            node = checked.graph.nodes[node_id]
+            result.nodes[node_id] = NodeRecord(node_id, node.class_type, node.title, "skipped")
+        run = RunInfo(checked.graph.to_prompt(), checked.graph.ui_workflow, self.settings,
+                      self.settings.torch_device() if _needs_device(plan, checked.graph) else "cpu",
+                      self.on_event, self.cancel_event, files=result.files, metadata=result.metadata)
+        self.on_event("run_start", {"source": label, "nodes": len(plan.order)})
+        try:
+            run_plan(plan, checked.graph, self.registry, self.cache, self.models, run,
+                     result.outputs, result.nodes)
+        except (NodeExecutionError, RunCancelled) as exc:
+            result.status = "invalid" if getattr(exc, "error", None) and \
+                exc.error.kind == "model_load_error" else "failed"
+            result.errors.append((exc.error if isinstance(exc, NodeExecutionError)
+                                  else NodeError(str(exc), kind="cancelled")).in_file(label))
+            if raise_on_error:
+                exc.result = result
+                raise
+        finally:
+            result.nodes = dict(sorted(result.nodes.items(), key=lambda kv: natural_key(kv[0])))
+            result.seconds = time.perf_counter() - started
+            self.on_event("run_end", {"source": label, "status": result.status})
+        return result
+
+
+def _needs_device(plan: Any, graph: Graph) -> bool:
+    # Probing torch for CUDA costs an import; runs that are all cached never pay it.
+    return bool(set(plan.order) - plan.cached)
+
+
+def _assignments(overrides: Mapping[str, Any] | Iterable[str] | None) -> list[tuple[str, str, Any]]:
+    if not overrides:
+        return []
+    if isinstance(overrides, Mapping):
+        out = []
+        for key, value in overrides.items():
+            node_key, _, input_name = key.rpartition(".")
+            if not node_key:
+                raise ValueError(f"override key {key!r} must be NODE.INPUT")
+            out.append((node_key, input_name, value))
+        return out
+    return [parse_assignment(text) for text in overrides]
+
+
+def _errors_of(exc: EngineError, label: str | None) -> list[NodeError]:
+    if isinstance(exc, ValidationFailed):
+        return exc.errors
+    return [NodeError(str(exc), kind="invalid_prompt", file=label)]
+
+
+@functools.lru_cache(maxsize=1)
+def default_session() -> Session:
+    return Session()
+
+
+def execute(source: str | Path | dict | Graph, **kwargs: Any) -> RunResult:
+    """Run a workflow (path, dict or loaded Graph) in the default session; see Session.execute."""
+    return default_session().execute(source, **kwargs)

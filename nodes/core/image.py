@@ -1,0 +1,161 @@
+"""SaveImage, PreviewImage and LoadImage: images to and from PNG files, with ComfyUI metadata."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import Link, Node, NodeOutput, SavedFiles, Widget
+from engine.settings import Settings, UnsafePathError
+
+from ..types import Image, Mask
+
+_COUNTER = re.compile(r"_(\d{5,})_\.png$")
+
+
+def _prefix_stays_inside(prefix: str, settings: Settings) -> str | None:
+    try:
+        settings.contained_path(settings.output_dir, prefix or "x", "filename_prefix")
+    except UnsafePathError as exc:
+        return str(exc)
+    return None
+
+
+def _expand_prefix(prefix: str, width: int, height: int) -> str:
+    # The backend's substitutions (folder_paths.get_save_image_path); %date:...% is a frontend one.
+    now = time.localtime()
+    for key, value in {"width": width, "height": height, "year": now.tm_year,
+                       "month": f"{now.tm_mon:02d}", "day": f"{now.tm_mday:02d}",
+                       "hour": f"{now.tm_hour:02d}", "minute": f"{now.tm_min:02d}",
+                       "second": f"{now.tm_sec:02d}"}.items():
+        prefix = prefix.replace(f"%{key}%", str(value))
+    return prefix
+
+
+def save_images(ctx, images: Image, prefix: str, compress_level: int) -> tuple[str, ...]:
+    """Write each image as `<prefix>_<counter:05>_.png`, the counter continuing after the highest
+    existing one, with `prompt` and `workflow` text chunks so ComfyUI can load the file back."""
+    import numpy as np
+    from PIL import Image as PILImage
+    from PIL.PngImagePlugin import PngInfo
+
+    pixels = images.pixels
+    batch, height, width = pixels.shape[0], pixels.shape[1], pixels.shape[2]
+    relative = Path(_expand_prefix(prefix, width, height))
+    folder = ctx.output_path(str(relative.parent))
+    stem = relative.name
+    folder.mkdir(parents=True, exist_ok=True)
+    existing = [int(m.group(1)) for f in folder.iterdir()
+                if f.name.startswith(stem + "_") and (m := _COUNTER.search(f.name))]
+    counter = max(existing, default=0) + 1
+
+    info = PngInfo()
+    info.add_text("prompt", json.dumps(ctx.run.prompt))
+    if ctx.run.workflow is not None:
+        info.add_text("workflow", json.dumps(ctx.run.workflow))
+    if ctx.run.metadata:
+        info.add_text("run-graph", json.dumps(ctx.run.metadata, sort_keys=True))
+
+    # ComfyUI truncates (astype), it does not round: keep that so images match byte for byte.
+    arrays = np.clip(pixels.float().cpu().numpy() * 255.0, 0, 255).astype(np.uint8)
+    written = []
+    for index in range(batch):
+        name = stem.replace("%batch_num%", str(index))
+        path = folder / f"{name}_{counter:05}_.png"
+        picture = PILImage.fromarray(arrays[index])
+        ctx.write_file(path, lambda fh, p=picture: p.save(fh, format="PNG", pnginfo=info,
+                                                          compress_level=compress_level))
+        written.append(str(path))
+        counter += 1
+    return tuple(written)
+
+
+class SaveImage(Node):
+    """Save images as PNG files in the output folder."""
+
+    class_type = "SaveImage"
+    display_name = "Save Image"
+    category = "image"
+    is_output_node = True
+
+    images: Image = Link()
+    filename_prefix: str = Widget("ComfyUI", check=_prefix_stays_inside)
+
+    def execute(self, ctx) -> SavedFiles:
+        return SavedFiles(save_images(ctx, self.images, self.filename_prefix, compress_level=4))
+
+
+class PreviewImage(Node):
+    """Preview images. Headless there is no screen, so they are written under `<output>/previews`
+    (ComfyUI writes them to its temp folder) and reported like saved images."""
+
+    class_type = "PreviewImage"
+    display_name = "Preview Image"
+    category = "image"
+    is_output_node = True
+
+    images: Image = Link()
+
+    def execute(self, ctx) -> SavedFiles:
+        return SavedFiles(save_images(ctx, self.images, "previews/ComfyUI_temp", compress_level=1))
+
+
+def _image_exists(name: str, settings: Settings) -> str | None:
+    try:
+        path = settings.contained_path(settings.input_dir, name, "image")
+    except UnsafePathError as exc:
+        return str(exc)
+    if not path.is_file():
+        return f"no image file {name!r} in {settings.input_dir}"
+    return None
+
+
+@dataclass(frozen=True)
+class ImageMaskOut(NodeOutput):
+    IMAGE: Image
+    MASK: Mask
+
+
+class LoadImage(Node):
+    """Load an image from the input folder; the mask is 1 - alpha (or 64x64 zeros)."""
+
+    class_type = "LoadImage"
+    display_name = "Load Image"
+    category = "image"
+
+    image: str = Widget(check=_image_exists)
+
+    @classmethod
+    def fingerprint(cls, constants, settings):
+        # The file content is part of the cache key: same name, new pixels → re-run.
+        path = settings.contained_path(settings.input_dir, constants["image"], "image")
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    def execute(self, ctx) -> ImageMaskOut:
+        import numpy as np
+        import torch
+        from PIL import Image as PILImage, ImageOps, ImageSequence
+
+        path = ctx.settings.contained_path(ctx.settings.input_dir, self.image, "image")
+        frames, masks = [], []
+        with PILImage.open(path) as img:
+            for frame in ImageSequence.Iterator(img):
+                frame = ImageOps.exif_transpose(frame)
+                if frame.mode == "I":
+                    frame = frame.point(lambda v: v * (1 / 255))
+                rgb = np.asarray(frame.convert("RGB"), dtype=np.float32) / 255.0
+                if frames and rgb.shape != frames[0].shape:
+                    continue
+                frames.append(rgb)
+                if "A" in frame.getbands() or (frame.mode == "P" and "transparency" in frame.info):
+                    alpha = np.asarray(frame.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
+                    masks.append(1.0 - alpha)
+                else:
+                    masks.append(np.zeros((64, 64), dtype=np.float32))
+                if img.format == "MPO":
+                    break
+        pixels = torch.from_numpy(np.stack(frames))
+        return ImageMaskOut(Image(pixels), Mask(torch.from_numpy(np.stack(masks))))
