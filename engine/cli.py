@@ -166,3 +166,5 @@ class _Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar, self.node = None, None
+if __name__ == "__main__":
+    raise SystemExit(main())

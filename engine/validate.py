@@ -7,6 +7,7 @@ and links whose source or slot does not exist are errors rather than crashes.
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,11 +71,12 @@ def _check_node(graph: Graph, node: GraphNode, registry: NodeRegistry,
     for name, value in list(node.inputs.items()):
         input_spec = spec.input(name)
         if input_spec is None:
-            if isinstance(value, LinkRef):
-                errors.append(err(f"{spec.class_type} has no input named {name!r}", name,
-                                  "unknown_input"))
-            else:
-                del node.inputs[name]  # ComfyUI drops undeclared constants too
+            # ComfyUI drops undeclared constants silently; with defaults filled in below, a typo
+            # ("stpes") would then run with the default, so it is an error here.
+            close = difflib.get_close_matches(name, [i.name for i in spec.inputs], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            errors.append(err(f"{spec.class_type} has no input named {name!r}{hint}", name,
+                              "unknown_input"))
             continue
         if isinstance(value, LinkRef):
             problem, source_type = _check_link(graph, registry, value, input_spec)
@@ -90,13 +92,13 @@ def _check_node(graph: Graph, node: GraphNode, registry: NodeRegistry,
     for input_spec in spec.inputs:
         if input_spec.name in node.inputs:
             continue
-        if input_spec.is_required:
+        if input_spec.is_widget and input_spec.has_default:
+            node.inputs[input_spec.name] = input_spec.default
+        elif input_spec.is_required:
             what = "a link from a " + input_spec.type_name if not input_spec.is_widget \
                 else f"a {input_spec.type_name} value"
             errors.append(err(f"required input is missing (expected {what})", input_spec.name,
                               "required_input_missing"))
-        elif input_spec.is_widget and input_spec.has_default:
-            node.inputs[input_spec.name] = input_spec.default
     if not errors:
         constants = {k: v for k, v in node.inputs.items() if not isinstance(v, LinkRef)}
         try:

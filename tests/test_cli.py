@@ -1,0 +1,95 @@
+"""The `run-graph` command: exit codes, JSON Lines, overrides, PNG round trips."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.cli import main
+
+COPY = {"1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}, "_meta": {"title": "Load"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "copy"},
+              "_meta": {"title": "Save"}}}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "input").mkdir()
+    pixels = (np.arange(8 * 8 * 3) % 251).astype(np.uint8).reshape(8, 8, 3)
+    Image.fromarray(pixels).save(tmp_path / "input" / "in.png")
+    (tmp_path / "copy.json").write_text(json.dumps(COPY))
+    return tmp_path
+
+
+def run_json(capsys, *args):
+    code = main([*args, "--json", "-q"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    return code, lines
+
+
+def test_run_writes_png_with_prompt_chunk_and_reports_json_lines(workdir, capsys):
+    code, [report] = run_json(capsys, "copy.json")
+    assert code == 0 and report["status"] == "ok" and report["errors"] == []
+    assert report["nodes"]["1"]["status"] == "executed" and report["nodes"]["2"]["type"] == "SaveImage"
+    [written] = report["files"]
+    assert written.endswith("output/copy_00001_.png")
+    with Image.open(written) as img:
+        assert json.loads(img.text["prompt"])["2"]["class_type"] == "SaveImage"
+        assert np.array_equal(np.asarray(img), np.asarray(Image.open(workdir / "input" / "in.png")))
+
+
+def test_png_written_by_a_run_replays_itself(workdir, capsys):
+    main(["copy.json", "-q"])
+    first = workdir / "output" / "copy_00001_.png"
+    code, [report] = run_json(capsys, str(first))
+    assert code == 0
+    second = Path(report["files"][0])
+    assert second.name == "copy_00002_.png" and second.read_bytes() == first.read_bytes()
+
+
+def test_set_overrides_by_id_and_by_title(workdir, capsys):
+    code, [report] = run_json(capsys, "copy.json", "--set", "Save.filename_prefix=sub/renamed",
+                              "--set", "1.image=in.png")
+    assert code == 0 and report["files"][0].endswith("output/sub/renamed_00001_.png")
+
+
+def test_invalid_workflow_exits_2_with_every_error(workdir, capsys):
+    bad = {**COPY, "1": {"class_type": "LoadImage", "inputs": {"image": "missing.png"}},
+           "3": {"class_type": "SaveImag", "inputs": {}}}
+    Path("bad.json").write_text(json.dumps(bad))
+    code, [report] = run_json(capsys, "bad.json")
+    assert code == 2 and report["status"] == "invalid"
+    assert {(e["node_id"], e["input"]) for e in report["errors"]} == {("1", "image"), ("3", None)}
+    assert "did you mean 'SaveImage'" in [e for e in report["errors"] if e["node_id"] == "3"][0]["message"]
+
+
+def test_output_prefix_outside_the_output_folder_is_refused_before_running(workdir, capsys):
+    code, [report] = run_json(capsys, "copy.json", "--set", "2.filename_prefix=../../evil")
+    assert code == 2 and report["errors"][0]["input"] == "filename_prefix"
+    assert not list(workdir.parent.glob("evil*")) and not (workdir / "output").exists()
+
+
+def test_validate_only_checks_many_files(workdir, capsys):
+    Path("broken.json").write_text("{not json")
+    code, reports = run_json(capsys, "--validate", "copy.json", "broken.json", "nope.json")
+    assert code == 2 and [r["status"] for r in reports] == ["ok", "invalid", "invalid"]
+    assert not (workdir / "output").exists()
+    assert "broken.json" in reports[1]["errors"][0]["message"]
+
+
+def test_list_nodes_json_is_object_info_like(capsys):
+    assert main(["--list-nodes", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["SaveImage"]["output_node"] is True
+    assert info["SaveImage"]["input_order"]["required"] == ["images", "filename_prefix"]
+
+
+def test_cli_prints_no_traceback_on_bad_input(workdir):
+    Path("x.json").write_text("[1, 2]")
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "x.json"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "x.json" in proc.stderr
