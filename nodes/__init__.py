@@ -3,8 +3,13 @@ from .core.image import LoadImage, PreviewImage, SaveImage
 from .core.latent import EmptyLatentImage
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
                               PrimitiveStringMultiline)
+from .core.vae import VAEDecode, VAEEncode, VAELoader
+from .kolors.loaders import DownloadAndLoadChatGLM3, DownloadAndLoadKolorsModel
+from .kolors.sampler import KolorsSampler
+from .kolors.text_encode import KolorsTextEncode
 
 ALL_NODES = [
-    EmptyLatentImage, LoadImage, PreviewImage, SaveImage,
+    EmptyLatentImage, LoadImage, PreviewImage, SaveImage, VAEDecode, VAEEncode, VAELoader,
     PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString, PrimitiveStringMultiline,
+    DownloadAndLoadChatGLM3, DownloadAndLoadKolorsModel, KolorsSampler, KolorsTextEncode,
 ]

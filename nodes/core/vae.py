@@ -1,0 +1,187 @@
+"""VAELoader, VAEDecode, VAEEncode for SDXL-family VAEs stored as one file (LDM or diffusers keys)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import EdgeValue, Link, ModelLoadError, Node, NodeOutput, Widget
+from engine.settings import Settings
+
+from ..types import Image, Latent
+
+VAE_EXTENSIONS = (".safetensors", ".sft", ".pt", ".ckpt", ".bin", ".pth")
+SDXL_VAE_CONFIG = Path(__file__).parent / "configs" / "sdxl_vae.json"
+
+
+def model_files(settings: Settings, folder: str, extensions: tuple[str, ...]) -> list[str]:
+    """Files under `<models>/<folder>`, as ComfyUI lists them (relative, '/'-separated, sorted)."""
+    root = settings.models_dir / folder
+    if not root.is_dir():
+        return []
+    return sorted(str(p.relative_to(root).as_posix()) for p in root.rglob("*")
+                  if p.is_file() and p.suffix.lower() in extensions)
+
+
+def _vae_files(settings: Settings) -> list[str]:
+    return model_files(settings, "vae", VAE_EXTENSIONS)
+
+
+def read_state_dict(path: Path) -> dict:
+    """Tensors from a .safetensors file, or a torch pickle loaded with weights_only=True."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        if path.suffix.lower() in (".safetensors", ".sft"):
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError, EOFError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - weights_only refusals come as UnpicklingError & co
+        raise ModelLoadError(f"refused to load {path}: it is not a plain tensor file ({exc})") from exc
+    return state.get("state_dict", state) if isinstance(state, dict) else {}
+
+
+def vae_compute_dtype(device: str):
+    import torch
+
+    # ComfyUI's default: bf16 where the GPU has it, fp32 otherwise; never fp16 (SDXL VAE NaNs).
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+@dataclass(frozen=True)
+class VAE(EdgeValue):
+    """A handle: the file and where to run it. `ctx.models.get(handle)` gives the AutoencoderKL."""
+
+    comfy_type = "VAE"
+    path: str
+    device: str
+
+    @property
+    def cache_key(self):
+        return ("vae", self.path, self.device)
+
+    def load(self):
+        from diffusers import AutoencoderKL
+        from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+        path = Path(self.path)
+        state = read_state_dict(path)
+        config = json.loads(SDXL_VAE_CONFIG.read_text())
+        config = {k: v for k, v in config.items() if not k.startswith("_")}
+        if "decoder.conv_in.weight" in state:  # LDM keys (sdxl.vae.safetensors, ComfyUI files)
+            config.update(_shape_overrides(state, "encoder.down.{}.block.{}.conv1.weight", "encoder.down"))
+            state = convert_ldm_vae_checkpoint(state, {**config, "_class_name": "AutoencoderKL"})
+        elif "decoder.up_blocks.0.resnets.0.norm1.weight" in state:  # diffusers keys
+            config.update(_shape_overrides(state, "encoder.down_blocks.{}.resnets.{}.conv1.weight",
+                                           "encoder.down_blocks"))
+        else:
+            raise ModelLoadError(f"{path} is not a VAE: it has neither LDM nor diffusers VAE keys")
+        try:
+            vae = AutoencoderKL(**config)
+            vae.load_state_dict(state, strict=True)
+        except (RuntimeError, ValueError) as exc:
+            raise ModelLoadError(f"{path} does not fit an SDXL-style VAE: {str(exc)[:500]}") from exc
+        dtype = vae_compute_dtype(self.device)
+        vae = vae.to(self.device) if dtype == vae.dtype else vae.to(self.device, dtype)
+        return vae.eval()
+
+
+def _shape_overrides(state: dict, resnet_pattern: str, down_prefix: str) -> dict:
+    """Channel widths and depth read off the weights, so smaller SDXL-topology VAEs load too."""
+    levels = sorted({int(k[len(down_prefix) + 1:].split(".")[0]) for k in state if k.startswith(down_prefix + ".")})
+    widths = [int(state[resnet_pattern.format(i, 0)].shape[0]) for i in levels]
+    layers = len({k.split(".")[4] for k in state if k.startswith(f"{down_prefix}.0.") and ".conv1." in k})
+    latent = int(state["decoder.conv_in.weight"].shape[1])
+    return {"block_out_channels": widths, "layers_per_block": layers, "latent_channels": latent,
+            "down_block_types": ["DownEncoderBlock2D"] * len(widths),
+            "up_block_types": ["UpDecoderBlock2D"] * len(widths)}
+
+
+@dataclass(frozen=True)
+class VAEOut(NodeOutput):
+    VAE: VAE
+
+
+class VAELoader(Node):
+    """Load a VAE file from `<models>/vae`."""
+
+    class_type = "VAELoader"
+    display_name = "Load VAE"
+    category = "loaders"
+
+    vae_name: str = Widget(choices=_vae_files)
+
+    @classmethod
+    def fingerprint(cls, constants, settings):
+        stat = (settings.models_dir / "vae" / constants["vae_name"]).stat()
+        return [stat.st_size, stat.st_mtime_ns]
+
+    def execute(self, ctx) -> VAEOut:
+        path = ctx.settings.contained_path(ctx.settings.models_dir / "vae", self.vae_name, "vae_name")
+        if not path.is_file():
+            raise ModelLoadError(f"VAE file {path} not found")
+        return VAEOut(VAE(str(path), ctx.device))
+
+
+@dataclass(frozen=True)
+class ImageOut(NodeOutput):
+    IMAGE: Image
+
+
+@dataclass(frozen=True)
+class LatentOut(NodeOutput):
+    LATENT: Latent
+
+
+class VAEDecode(Node):
+    """Latents → images [B, H, W, 3] in [0, 1]. No latent scaling: LATENTs are raw VAE latents."""
+
+    class_type = "VAEDecode"
+    display_name = "VAE Decode"
+    category = "latent"
+
+    samples: Latent = Link()
+    vae: VAE = Link()
+
+    def execute(self, ctx) -> ImageOut:
+        import torch
+
+        model = ctx.models.get(self.vae)
+        dtype = next(model.parameters()).dtype
+        with torch.inference_mode():
+            decoded = model.decode(self.samples.samples.to(self.vae.device, dtype)).sample
+        if torch.isnan(decoded).any():
+            raise ValueError(f"the VAE produced NaNs in {dtype} (an SDXL VAE in fp16 does this; "
+                             "use the sdxl-vae-fp16-fix weights or run it in fp32/bf16)")
+        pixels = ((decoded.float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu()
+        return ImageOut(Image(pixels))
+
+
+class VAEEncode(Node):
+    """Images → raw latents (posterior mode, no sampling); sides cropped to multiples of 8."""
+
+    class_type = "VAEEncode"
+    display_name = "VAE Encode"
+    category = "latent"
+
+    pixels: Image = Link()
+    vae: VAE = Link()
+
+    def execute(self, ctx) -> LatentOut:
+        import torch
+
+        images = self.pixels.pixels[..., :3]
+        height, width = images.shape[1] // 8 * 8, images.shape[2] // 8 * 8
+        top, left = (images.shape[1] % 8) // 2, (images.shape[2] % 8) // 2
+        images = images[:, top:top + height, left:left + width]
+        model = ctx.models.get(self.vae)
+        dtype = next(model.parameters()).dtype
+        x = images.permute(0, 3, 1, 2).to(self.vae.device, dtype) * 2.0 - 1.0
+        with torch.inference_mode():
+            latents = model.encode(x).latent_dist.mode()
+        return LatentOut(Latent(latents.float().cpu()))

@@ -1,0 +1,216 @@
+"""`make-tiny-models DIR`: random-weight Kolors models in exactly the real on-disk layout.
+
+    DIR/diffusers/Kolors/model_index.json
+    DIR/diffusers/Kolors/scheduler/scheduler_config.json
+    DIR/diffusers/Kolors/unet/{config.json, diffusion_pytorch_model.fp16.safetensors}
+    DIR/diffusers/Kolors/text_encoder/{config.json, pytorch_model-0000k-of-00002.bin,
+                                       pytorch_model.bin.index.json, tokenizer.model, tokenizer_config.json}
+    DIR/vae/sdxl.vae.safetensors            (single file, LDM keys, like the sdxl-vae-fp16-fix file)
+    DIR/loras/                               (empty; LoRA files go here)
+
+The architectures are the real classes (diffusers UNet2DConditionModel and AutoencoderKL, the
+ChatGLM3 model diffusers ships) at small sizes, keeping the Kolors specifics: text_proj encoder
+projection, text_time addition embedding with 6 time ids, 1100-step scheduler, and the UNet block
+topology (three levels, two layers per block, attention where Kolors has it). Deterministic from
+the seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from .constants import KOLORS_SCHEDULER_CONFIG, VAE_SCALING_FACTOR
+
+TEXT_HIDDEN = 32
+UNET_CONFIG = {
+    "_class_name": "UNet2DConditionModel", "sample_size": 8, "in_channels": 4, "out_channels": 4,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "block_out_channels": [32, 64, 64], "layers_per_block": 2,
+    "transformer_layers_per_block": [1, 2, 2], "attention_head_dim": [2, 4, 4],
+    "cross_attention_dim": 64, "use_linear_projection": True, "norm_num_groups": 32,
+    "encoder_hid_dim": TEXT_HIDDEN, "encoder_hid_dim_type": "text_proj",
+    "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+    "projection_class_embeddings_input_dim": TEXT_HIDDEN + 6 * 8,
+}
+TEXT_ENCODER_CONFIG = {
+    "architectures": ["ChatGLMModel"], "model_type": "chatglm", "num_layers": 2,
+    "padded_vocab_size": 256, "hidden_size": TEXT_HIDDEN, "ffn_hidden_size": 64,
+    "kv_channels": 8, "num_attention_heads": 4, "seq_length": 256, "hidden_dropout": 0.0,
+    "attention_dropout": 0.0, "layernorm_epsilon": 1e-5, "rmsnorm": True,
+    "apply_residual_connection_post_layernorm": False, "post_layer_norm": True,
+    "add_bias_linear": False, "add_qkv_bias": True, "bias_dropout_fusion": True,
+    "multi_query_attention": True, "multi_query_group_num": 2, "apply_query_key_layer_scaling": True,
+    "attention_softmax_in_fp32": True, "fp32_residual_connection": False, "quantization_bit": 0,
+    "original_rope": True, "torch_dtype": "float16",
+}
+VAE_CONFIG = {
+    "_class_name": "AutoencoderKL", "in_channels": 3, "out_channels": 3, "latent_channels": 4,
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "block_out_channels": [32, 32, 64, 64], "layers_per_block": 1, "norm_num_groups": 32,
+    "sample_size": 64, "scaling_factor": VAE_SCALING_FACTOR, "force_upcast": True,
+}
+TOKENIZER_CONFIG = {"tokenizer_class": "ChatGLMTokenizer", "remove_space": False,
+                    "do_lower_case": False, "padding_side": "left"}
+# Text the tiny SentencePiece model learns its pieces from: the shared workflows' prompts and more.
+_CORPUS = """cinematic photograph of an astronaut riding a horse in space
+illustration of a cat wearing a top hat and a scarf
+photograph of a goldfish in a bowl
+anime screencap of a red haired girl
+二次元，长发，少女，白色背景
+a watercolor painting of a lighthouse at dawn, soft light, high detail
+portrait of an old sailor, dramatic lighting, oil on canvas
+a bowl of ramen on a wooden table, steam, photorealistic
+"""
+
+
+def _seeded_(module, generator) -> None:
+    """Give every parameter a value from `generator`: ChatGLM leaves its weights uninitialised."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.endswith("bias"):
+                param.zero_()
+            elif param.dim() == 1:
+                param.fill_(1.0)  # norms
+            else:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+
+
+def _build_tokenizer(folder: Path) -> None:
+    import sentencepiece as spm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text(_CORPUS * 4, encoding="utf-8")
+        spm.SentencePieceTrainer.train(
+            input=str(corpus), model_prefix=str(Path(tmp) / "tok"), vocab_size=200, model_type="bpe",
+            unk_id=0, bos_id=1, eos_id=2, pad_id=-1, character_coverage=1.0,
+            normalization_rule_name="identity", minloglevel=2, num_threads=1)
+        (folder / "tokenizer.model").write_bytes((Path(tmp) / "tok.model").read_bytes())
+    (folder / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2))
+
+
+def _write_text_encoder(folder: Path, generator) -> None:
+    import torch
+    from diffusers.pipelines.kolors.text_encoder import ChatGLMConfig, ChatGLMModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = ChatGLMModel(ChatGLMConfig(**TEXT_ENCODER_CONFIG))
+    _seeded_(model, generator)
+    # Real chatglm3 checkpoints are sharded .bin files whose keys carry a "transformer." prefix.
+    state = {f"transformer.{k}": v.to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    keys = sorted(state)
+    shards = [keys[: len(keys) // 2], keys[len(keys) // 2:]]
+    weight_map = {}
+    for index, shard_keys in enumerate(shards, start=1):
+        name = f"pytorch_model-{index:05d}-of-{len(shards):05d}.bin"
+        torch.save({k: state[k] for k in shard_keys}, folder / name)
+        weight_map.update({k: name for k in shard_keys})
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    (folder / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    (folder / "config.json").write_text(json.dumps(TEXT_ENCODER_CONFIG, indent=2))
+    _build_tokenizer(folder)
+
+
+def _write_unet(root: Path, generator) -> None:
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    config = {k: v for k, v in UNET_CONFIG.items() if not k.startswith("_")}
+    unet = UNet2DConditionModel(**config)
+    with torch.no_grad():
+        for param in unet.parameters():
+            # A std above the default init keeps the tiny UNet's output from being ~0 everywhere.
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    unet = unet.to(torch.float16)  # the real repo's variant file is fp16
+    unet.save_pretrained(root / "unet", variant="fp16")
+
+
+def _write_vae(path: Path, generator) -> None:
+    import torch
+    from diffusers import AutoencoderKL
+    from safetensors.torch import save_file
+
+    config = {k: v for k, v in VAE_CONFIG.items() if not k.startswith("_")}
+    vae = AutoencoderKL(**config)
+    with torch.no_grad():
+        for name, param in vae.named_parameters():
+            if param.dim() > 1:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # fp16 on disk, like the sdxl-vae-fp16-fix file the Kolors workflows use.
+    state = {k: v.to(torch.float16) for k, v in diffusers_vae_to_ldm(vae.state_dict()).items()}
+    save_file(state, str(path))
+
+
+def diffusers_vae_to_ldm(state: dict) -> dict:
+    """diffusers AutoencoderKL keys → the original LDM keys that single-file VAEs use.
+
+    The loader goes the other way with diffusers' own `convert_ldm_vae_checkpoint`, so a tiny
+    file written here exercises exactly the conversion a real sdxl.vae.safetensors goes through.
+    """
+    n_up = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("decoder.up_blocks."))
+    out = {}
+    for key, value in state.items():
+        new = key.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
+        new = new.replace(".downsamplers.0.", ".downsample.").replace(".upsamplers.0.", ".upsample.")
+        parts = new.split(".")
+        if parts[1] == "down_blocks":
+            parts[1] = "down"
+        elif parts[1] == "up_blocks":
+            parts[1], parts[2] = "up", str(n_up - 1 - int(parts[2]))  # LDM counts up blocks upwards
+        elif parts[1] == "mid_block":
+            if parts[2] == "resnets":
+                parts[1:4] = ["mid", f"block_{int(parts[3]) + 1}"]
+            else:  # attentions.0.<name>
+                name = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out": "proj_out"}[parts[4]]
+                parts = [parts[0], "mid", "attn_1", name, parts[-1]]
+                if value.dim() == 2:
+                    value = value[:, :, None, None]  # LDM attention projections are 1x1 convs
+        if len(parts) > 3 and parts[1] in ("down", "up") and parts[3] == "resnets":
+            parts[3] = "block"
+        out[".".join(parts)] = value.contiguous()
+    return out
+
+
+def make_tiny_models(root: Path, seed: int = 0) -> Path:
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # fp16 casts of the tiny UNet warn about nothing real
+    root = Path(root)
+    kolors = root / "diffusers" / "Kolors"
+    generator = torch.Generator("cpu").manual_seed(seed)
+    _write_unet(kolors, generator)
+    _write_text_encoder(kolors / "text_encoder", generator)
+    (kolors / "scheduler").mkdir(parents=True, exist_ok=True)
+    (kolors / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": "EulerDiscreteScheduler", **KOLORS_SCHEDULER_CONFIG}, indent=2))
+    (kolors / "model_index.json").write_text(json.dumps({
+        "_class_name": "KolorsPipeline", "force_zeros_for_empty_prompt": False,
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"], "text_encoder": ["kolors", "ChatGLMModel"],
+        "tokenizer": ["kolors", "ChatGLMTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
+    _write_vae(root / "vae" / "sdxl.vae.safetensors", generator)
+    (root / "loras").mkdir(exist_ok=True)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make-tiny-models", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dir", type=Path, help="models folder to write (ComfyUI layout)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    make_tiny_models(args.dir, args.seed)
+    print(f"tiny Kolors models written to {args.dir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
