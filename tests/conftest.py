@@ -12,3 +12,20 @@ def toy_session(tmp_path):
     toy_nodes.Fingerprinted.SEEN.clear()
     return Session(toy_nodes.registry(), Settings(output_dir=tmp_path / "out", input_dir=tmp_path / "in",
                                                   models_dir=tmp_path / "models"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """Random-weight Kolors models in the real layout, built once per test session."""
+    import torch
+
+    from nodes.kolors.tiny import make_tiny_models
+
+    torch.set_num_threads(2)  # hashes and bit-exact comparisons assume one thread count
+    return make_tiny_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    # No test may reach a model hub; the loaders' offline message is tested explicitly.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
