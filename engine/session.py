@@ -111,7 +111,7 @@ class Session:
             node = checked.graph.nodes[node_id]
             result.nodes[node_id] = NodeRecord(node_id, node.class_type, node.title, "skipped")
         run = RunInfo(checked.graph.to_prompt(), checked.graph.ui_workflow, self.settings,
-                      self.settings.torch_device() if _needs_device(plan, checked.graph) else "cpu",
+                      self.settings.torch_device() if _needs_device(plan) else "cpu",
                       self.on_event, self.cancel_event, files=result.files, metadata=result.metadata)
         self.on_event("run_start", {"source": label, "nodes": len(plan.order)})
         try:
@@ -132,7 +132,7 @@ class Session:
         return result
 
 
-def _needs_device(plan: Any, graph: Graph) -> bool:
+def _needs_device(plan: Any) -> bool:
     # Probing torch for CUDA costs an import; runs that are all cached never pay it.
     return bool(set(plan.order) - plan.cached)
 

@@ -3,7 +3,9 @@
 Value rules follow ComfyUI's `validate_inputs` (execution.py): INT/FLOAT/STRING are converted with
 int()/float()/str(), min/max are enforced, combos must be among their choices. Unlike ComfyUI,
 every node is checked (not only those feeding valid outputs), static cycles are reported by name,
-and links whose source or slot does not exist are errors rather than crashes.
+links whose source or slot does not exist are errors rather than crashes, widgets missing from an
+API prompt take their declared defaults, and inputs the node does not declare are errors (ComfyUI
+drops them silently, which would let a misspelt input run with its default).
 """
 from __future__ import annotations
 

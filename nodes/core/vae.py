@@ -9,6 +9,7 @@ from engine import EdgeValue, Link, ModelLoadError, Node, NodeOutput, Widget
 from engine.settings import Settings
 
 from ..types import Image, Latent
+from .latent import LatentOut
 
 VAE_EXTENSIONS = (".safetensors", ".sft", ".pt", ".ckpt", ".bin", ".pth")
 SDXL_VAE_CONFIG = Path(__file__).parent / "configs" / "sdxl_vae.json"
@@ -131,11 +132,6 @@ class VAELoader(Node):
 @dataclass(frozen=True)
 class ImageOut(NodeOutput):
     IMAGE: Image
-
-
-@dataclass(frozen=True)
-class LatentOut(NodeOutput):
-    LATENT: Latent
 
 
 class VAEDecode(Node):
