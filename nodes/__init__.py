@@ -5,11 +5,12 @@ from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, Pr
                               PrimitiveStringMultiline)
 from .core.vae import VAEDecode, VAEEncode, VAELoader
 from .kolors.loaders import DownloadAndLoadChatGLM3, DownloadAndLoadKolorsModel
+from .kolors.lora import LoadKolorsLoRA
 from .kolors.sampler import KolorsSampler
 from .kolors.text_encode import KolorsTextEncode
 
 ALL_NODES = [
     EmptyLatentImage, LoadImage, PreviewImage, SaveImage, VAEDecode, VAEEncode, VAELoader,
     PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString, PrimitiveStringMultiline,
-    DownloadAndLoadChatGLM3, DownloadAndLoadKolorsModel, KolorsSampler, KolorsTextEncode,
+    DownloadAndLoadChatGLM3, DownloadAndLoadKolorsModel, KolorsSampler, KolorsTextEncode, LoadKolorsLoRA,
 ]

@@ -35,10 +35,11 @@ def test_example_runs_from_a_pristine_copy_of_the_shared_workflow(tiny_models, t
     assert code == 0 and report["status"] == "ok"
 
 
-def test_lora_workflow_validates_except_for_the_lora_node(tiny_models, capsys):
+def test_lora_workflow_validates_except_for_the_missing_lora_file(tiny_models, capsys):
     code, [report] = run(capsys, "--validate", str(EXAMPLES / "kolors_lora.json"), "--models-dir", str(tiny_models))
     assert code == 2
-    assert [(e["node_id"], e["kind"]) for e in report["errors"]] == [("16", "missing_node_type")]
+    assert [(e["node_id"], e["input"]) for e in report["errors"]] == [("16", "lora_path")]
+    assert "epoch=0-step=500.ckpt" in report["errors"][0]["message"]
 
 
 def test_second_run_with_new_seed_reuses_text_embeddings_and_loaded_models(tiny_models, tmp_path):

@@ -12,6 +12,7 @@ from engine import Link, Node, NodeOutput, Widget
 
 from ..types import Latent
 from .constants import KOLORS_SCHEDULER_CONFIG, VAE_SCALING_FACTOR
+from .lora import lora_applied
 from .models import KolorsEmbeds, KolorsModel
 
 SchedulerName = Literal["EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
@@ -77,12 +78,13 @@ class KolorsSampler(Node):
 
         unet = ctx.models.get(self.kolors_model)
         device, dtype = self.kolors_model.device, unet.dtype
-        latents = sample(unet, make_scheduler(self.scheduler), self.kolors_embeds, width=self.width,
-                         height=self.height, seed=self.seed, steps=self.steps, cfg=self.cfg,
-                         init_latent=None if self.latent is None else self.latent.samples,
-                         strength=self.denoise_strength, device=device, dtype=dtype,
-                         noise_device="cpu" if self.noise_device == "cpu" else device,
-                         on_step=ctx.progress)
+        with lora_applied(unet, self.kolors_model.loras):
+            latents = sample(unet, make_scheduler(self.scheduler), self.kolors_embeds, width=self.width,
+                             height=self.height, seed=self.seed, steps=self.steps, cfg=self.cfg,
+                             init_latent=None if self.latent is None else self.latent.samples,
+                             strength=self.denoise_strength, device=device, dtype=dtype,
+                             noise_device="cpu" if self.noise_device == "cpu" else device,
+                             on_step=ctx.progress)
         return LatentOut(Latent((latents.float() / VAE_SCALING_FACTOR).to("cpu", torch.float32)))
 
 
