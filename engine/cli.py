@@ -18,7 +18,6 @@ import orjson
 from .errors import EngineError
 from .session import RunResult, Session, default_registry
 from .settings import MODELS_DIR_ENV, Settings
-from .validate import validate
 
 log = logging.getLogger("run_graph")
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -91,7 +90,7 @@ def _main(args: argparse.Namespace) -> int:
     statuses = []
     for path in args.files:
         if args.validate:
-            result = _validate_only(session, path, args.overrides)
+            result = session.validate(path, overrides=args.overrides)
         else:
             result = session.execute(path, overrides=args.overrides, allow_partial=args.partial,
                                      raise_on_error=False)
@@ -101,27 +100,6 @@ def _main(args: argparse.Namespace) -> int:
     if "invalid" in statuses:
         return EXIT_INVALID
     return EXIT_FAILED if "failed" in statuses else EXIT_OK
-
-
-def _validate_only(session: Session, path: Path, overrides: list[str]) -> RunResult:
-    from .overrides import apply_overrides, parse_assignment
-
-    try:
-        graph = session.load(path).copy()
-        problems = apply_overrides(graph, [parse_assignment(o) for o in overrides])
-        checked = validate(graph, session.registry, session.settings)
-    except (EngineError, ValueError) as exc:
-        return RunResult(str(path), "invalid", errors=_as_errors(exc, str(path)))
-    errors = [e.in_file(str(path)) for e in problems + checked.errors]
-    return RunResult(str(path), "invalid" if errors else "ok", errors=errors)
-
-
-def _as_errors(exc: Exception, label: str):
-    from .errors import NodeError, ValidationFailed
-
-    if isinstance(exc, ValidationFailed):
-        return exc.errors
-    return [NodeError(str(exc), kind="invalid_prompt", file=label)]
 
 
 def _report(result: RunResult, as_json: bool) -> None:

@@ -86,13 +86,9 @@ class Session:
         `outputs`: run only these output nodes (and what they need).
         """
         started = time.perf_counter()
-        label = source.source if isinstance(source, Graph) else (
-            None if isinstance(source, dict) else str(source))
+        label = _label(source)
         try:
-            graph = self.load(source).copy()
-            problems = apply_overrides(graph, _assignments(overrides))
-            checked = validate(graph, self.registry, self.settings)
-            errors = problems + checked.errors
+            checked, errors = self._check(source, overrides)
             targets = [o for o in checked.outputs if outputs is None or o in outputs]
             if outputs is not None:
                 errors += [NodeError(f"requested output {o} is not a valid output node", node_id=o,
@@ -132,6 +128,29 @@ class Session:
         return result
 
 
+    def validate(self, source: str | Path | dict | Graph, *,
+                 overrides: Mapping[str, Any] | Iterable[str] | None = None) -> RunResult:
+        """Load, apply overrides and validate without running anything."""
+        label = _label(source)
+        try:
+            _, errors = self._check(source, overrides)
+        except (EngineError, ValueError) as exc:
+            return RunResult(label, "invalid", errors=_errors_of(exc, label))
+        return RunResult(label, "invalid" if errors else "ok", errors=[e.in_file(label) for e in errors])
+
+    def _check(self, source, overrides) -> tuple[Any, list[NodeError]]:
+        graph = self.load(source).copy()
+        problems = apply_overrides(graph, _assignments(overrides))
+        checked = validate(graph, self.registry, self.settings)
+        return checked, problems + checked.errors
+
+
+def _label(source: Any) -> str | None:
+    if isinstance(source, Graph):
+        return source.source
+    return None if isinstance(source, dict) else str(source)
+
+
 def _needs_device(plan: Any) -> bool:
     # Probing torch for CUDA costs an import; runs that are all cached never pay it.
     return bool(set(plan.order) - plan.cached)
@@ -151,7 +170,7 @@ def _assignments(overrides: Mapping[str, Any] | Iterable[str] | None) -> list[tu
     return [parse_assignment(text) for text in overrides]
 
 
-def _errors_of(exc: EngineError, label: str | None) -> list[NodeError]:
+def _errors_of(exc: Exception, label: str | None) -> list[NodeError]:
     if isinstance(exc, ValidationFailed):
         return exc.errors
     return [NodeError(str(exc), kind="invalid_prompt", file=label)]

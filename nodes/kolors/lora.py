@@ -11,13 +11,13 @@ import dataclasses
 import logging
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from engine import Link, ModelLoadError, Node, NodeOutput, Widget
+from engine import Link, ModelLoadError, Node, Widget
 from engine.settings import Settings, UnsafePathError
 
 from ..core.vae import read_state_dict
+from .loaders import KolorsModelOut
 from .models import KolorsModel, LoraSpec
 
 log = logging.getLogger("run_graph.lora")
@@ -129,11 +129,6 @@ def _check_lora_path(value: str, settings: Settings) -> str | None:
     except (UnsafePathError, FileNotFoundError) as exc:
         return str(exc)
     return None
-
-
-@dataclass(frozen=True)
-class KolorsModelOut(NodeOutput):
-    kolors_model: KolorsModel
 
 
 class LoadKolorsLoRA(Node):
