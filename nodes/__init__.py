@@ -5,7 +5,7 @@ from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, Pr
                               PrimitiveStringMultiline)
 from .core.vae import VAEDecode, VAEEncode, VAELoader
 from .kolors.loaders import DownloadAndLoadChatGLM3, DownloadAndLoadKolorsModel
-from .kolors.lora import LoadKolorsLoRA
+from .kolors.lora import KolorsLoraLoaderModelOnly, LoadKolorsLoRA
 from .kolors.sampler import KolorsSampler
 from .kolors.text_encode import KolorsTextEncode
 
@@ -13,4 +13,5 @@ ALL_NODES = [
     EmptyLatentImage, LoadImage, PreviewImage, SaveImage, VAEDecode, VAEEncode, VAELoader,
     PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString, PrimitiveStringMultiline,
     DownloadAndLoadChatGLM3, DownloadAndLoadKolorsModel, KolorsSampler, KolorsTextEncode, LoadKolorsLoRA,
+    KolorsLoraLoaderModelOnly,
 ]

@@ -1,36 +1,22 @@
 """The engine against diffusers' KolorsPipeline on the same tiny models and the same noise."""
-import json
-
 import numpy as np
 import pytest
-import torch
-from diffusers import AutoencoderKL, KolorsImg2ImgPipeline, KolorsPipeline, UNet2DConditionModel
-from diffusers.pipelines.kolors import ChatGLMModel, ChatGLMTokenizer
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers import KolorsPipeline
 from PIL import Image
 
 from engine import Session, Settings
 from nodes.kolors.sampler import make_scheduler
-from nodes.kolors.tiny import VAE_CONFIG
 
 from .kolors_graphs import txt2img
+from .kolors_reference import reference_parts as load_reference_parts
+from .kolors_reference import reference_run
 
 TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
 def reference_parts(tiny_models, tmp_path_factory):
-    """Components loaded the plain diffusers way, independent of the engine's loaders."""
-    kolors = tiny_models / "diffusers" / "Kolors"
-    config_dir = tmp_path_factory.mktemp("vae_config")
-    (config_dir / "config.json").write_text(json.dumps(VAE_CONFIG))
-    return dict(
-        unet=UNet2DConditionModel.from_pretrained(kolors, subfolder="unet", variant="fp16", dtype=torch.float32),
-        text_encoder=ChatGLMModel.from_pretrained(kolors / "text_encoder", dtype=torch.float32),
-        tokenizer=ChatGLMTokenizer.from_pretrained(kolors / "text_encoder"),
-        vae=AutoencoderKL.from_single_file(str(tiny_models / "vae" / "sdxl.vae.safetensors"), config=str(config_dir),
-                                           local_files_only=True, torch_dtype=torch.float32),
-    )
+    return load_reference_parts(tiny_models, tmp_path_factory.mktemp("vae_config"))
 
 
 @pytest.fixture
@@ -38,19 +24,6 @@ def session(tiny_models, tmp_path):
     (tmp_path / "input").mkdir()
     return Session(settings=Settings(models_dir=tiny_models, output_dir=tmp_path / "out",
                                      input_dir=tmp_path / "input", device="cpu"))
-
-
-def _reference(parts, scheduler, prompts, *, cfg, steps, seed, size, output_type, init=None, strength=1.0):
-    generator = torch.Generator("cpu").manual_seed(seed)
-    common = dict(prompt=prompts, num_inference_steps=steps, guidance_scale=cfg, generator=generator,
-                  height=size, width=size, output_type=output_type)
-    if init is None:
-        pipe = KolorsPipeline(**parts, scheduler=make_scheduler(scheduler), force_zeros_for_empty_prompt=False)
-        shape = (len(prompts), 4, size // 8, size // 8)
-        noise = randn_tensor(shape, generator=generator, device=torch.device("cpu"), dtype=torch.float32)
-        return pipe(latents=noise, **common).images
-    pipe = KolorsImg2ImgPipeline(**parts, scheduler=make_scheduler(scheduler), force_zeros_for_empty_prompt=False)
-    return pipe(image=init, strength=strength, **common).images
 
 
 CASES = [("EulerDiscreteScheduler", 5.0), ("EulerDiscreteScheduler", 1.0),
@@ -64,11 +37,11 @@ def test_txt2img_latents_and_images_match_kolors_pipeline(session, reference_par
     prompts = ["a cat", "a red dog"]
     result = session.execute(txt2img("|".join(prompts), cfg=cfg, scheduler=scheduler, steps=4, seed=7))
     ours = result.outputs["14"].latent.samples * 0.13025
-    theirs = _reference(reference_parts, scheduler, prompts, cfg=cfg, steps=4, seed=7, size=64, output_type="latent")
+    theirs = reference_run(reference_parts, scheduler, prompts, cfg=cfg, steps=4, seed=7, size=64, output_type="latent")
     assert ours.shape == theirs.shape == (2, 4, 8, 8)
     assert (ours - theirs).abs().max().item() <= TOLERANCE
     image = result.outputs["10"].IMAGE.pixels
-    ref_image = _reference(reference_parts, scheduler, prompts, cfg=cfg, steps=4, seed=7, size=64, output_type="pt")
+    ref_image = reference_run(reference_parts, scheduler, prompts, cfg=cfg, steps=4, seed=7, size=64, output_type="pt")
     assert (image - ref_image.permute(0, 2, 3, 1)).abs().max().item() <= TOLERANCE
 
 
@@ -80,7 +53,7 @@ def test_img2img_matches_kolors_img2img_pipeline(session, reference_parts, sched
                                      image="init.png", strength=0.6))
     init = result.outputs["21"].LATENT.samples * 0.13025
     ours = result.outputs["14"].latent.samples * 0.13025
-    theirs = _reference(reference_parts, scheduler, ["a house"], cfg=cfg, steps=5, seed=3, size=64,
+    theirs = reference_run(reference_parts, scheduler, ["a house"], cfg=cfg, steps=5, seed=3, size=64,
                         output_type="latent", init=init, strength=0.6)
     assert (ours - theirs).abs().max().item() <= TOLERANCE
     assert (ours - init).abs().max().item() > 1e-3  # it did denoise something

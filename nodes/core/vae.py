@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,19 +30,25 @@ def _vae_files(settings: Settings) -> list[str]:
 
 
 def read_state_dict(path: Path) -> dict:
-    """Tensors from a .safetensors file, or a torch pickle loaded with weights_only=True."""
+    """Tensors from a safetensors file, or a torch pickle loaded with weights_only=True. The format
+    is told by the content (safetensors opens with a length and a JSON header), not the name."""
     import torch
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
-        if path.suffix.lower() in (".safetensors", ".sft"):
+        with open(path, "rb") as file:
+            is_safetensors = file.read(9)[8:] == b"{"
+        if is_safetensors:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (SafetensorError, OSError, RuntimeError, ValueError, EOFError) as exc:
         raise ModelLoadError(f"cannot read {path}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - weights_only refusals come as UnpicklingError & co
-        raise ModelLoadError(f"refused to load {path}: it is not a plain tensor file ({exc})") from exc
+        # torch's message goes on to suggest weights_only=False; keep only what the file wanted
+        reason = re.search(r"WeightsUnpickler error: ([^.\n]*)", str(exc))
+        raise ModelLoadError(f"refused to load {path}: it is not a plain tensor file, nothing in it was run "
+                             f"({reason.group(1) if reason else type(exc).__name__})") from exc
     return state.get("state_dict", state) if isinstance(state, dict) else {}
 
 

@@ -1,8 +1,8 @@
-"""LoadKolorsLoRA: DiffSynth-Studio Kolors LoRAs (and peft/diffusers files), applied exactly.
+"""Kolors LoRAs: DiffSynth-Studio checkpoints, peft/diffusers and kohya files, applied exactly.
 
-The cached base UNet never changes: `lora_applied` merges W + (alpha / r) · B @ A into the
-adapted Linears for the duration of one sampling call and then copies the saved weights back, so a
-run without the LoRA afterwards is bit-identical to one in a fresh process (merging and then
+The cached base UNet never changes: `lora_applied` merges W + scale · B @ A into the adapted
+Linears for the duration of one sampling call and then copies the saved weights back, so a run
+without the LoRA afterwards is bit-identical to one in a fresh process (merging and then
 subtracting would drift by rounding).
 """
 from __future__ import annotations
@@ -11,7 +11,9 @@ import dataclasses
 import logging
 import re
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine import Link, ModelLoadError, Node, Widget
 from engine.settings import Settings, UnsafePathError
@@ -31,54 +33,115 @@ DIFFSYNTH_BLOCKS = {
 }
 _DIFFSYNTH_KEY = re.compile(r"^blocks\.(\d+)\.(transformer_blocks\..+)\.lora_([AB])\.default\.weight$")
 _PEFT_KEY = re.compile(r"^(?:base_model\.model\.|unet\.)?(.+)\.lora_([AB])(?:\.default)?\.weight$")
+_KOHYA_KEY = re.compile(r"^(lora_(?:unet|te\d?)_\w+)\.(?:(lora_down|lora_up)\.weight|(alpha))$")
+_PART = {"A": "down", "B": "up", "lora_down": "down", "lora_up": "up"}
 
 
-def read_lora(path: Path) -> dict[str, dict[str, object]]:
-    """{diffusers module name: {"A": tensor, "B": tensor}}, the format detected from the keys.
-    Raises ModelLoadError listing keys that follow no known scheme."""
-    state = read_state_dict(path)
-    modules: dict[str, dict[str, object]] = {}
+@dataclass
+class LoraLayer:
+    """One adapted Linear: W' = W + scale · up @ down."""
+
+    down: Any = None  # A, [rank, in]
+    up: Any = None  # B, [out, rank]
+    alpha: float | None = None  # kohya files store the training alpha; the others do not
+    key: str = ""  # the down half's key in the file, for error messages
+
+    @property
+    def rank(self) -> int:
+        return self.down.shape[0]
+
+
+def _parse_key(key: str) -> tuple[str, str] | None:
+    """(layer name, part) for a LoRA key: a diffusers module name for DiffSynth and peft files, the
+    flat `lora_unet_…` name for kohya files (resolved against the UNet later)."""
+    if (m := _DIFFSYNTH_KEY.match(key)) and int(m.group(1)) in DIFFSYNTH_BLOCKS:
+        inner = re.sub(r"\.to_out$", ".to_out.0", m.group(2))  # DiffSynth's to_out is a bare Linear
+        return f"{DIFFSYNTH_BLOCKS[int(m.group(1))]}.{inner}", _PART[m.group(3)]
+    if m := _KOHYA_KEY.match(key):
+        return m.group(1), _PART.get(m.group(2), "alpha")
+    if (m := _PEFT_KEY.match(key)) and not key.startswith("blocks."):
+        return m.group(1), _PART[m.group(2)]
+    return None
+
+
+def read_lora(path: Path) -> dict[str, LoraLayer]:
+    """The file's layers, its format told by the keys. Raises ModelLoadError listing the keys that
+    follow no known scheme and the layers that lack half of their pair."""
+    layers: dict[str, LoraLayer] = {}
     unknown = []
-    for key, tensor in state.items():
-        if (m := _DIFFSYNTH_KEY.match(key)) and int(m.group(1)) in DIFFSYNTH_BLOCKS:
-            inner = re.sub(r"\.to_out$", ".to_out.0", m.group(2))
-            name, which = f"{DIFFSYNTH_BLOCKS[int(m.group(1))]}.{inner}", m.group(3)
-        elif (m := _PEFT_KEY.match(key)) and not key.startswith("blocks."):
-            name, which = m.group(1), m.group(2)
-        else:
+    for key, tensor in read_state_dict(path).items():
+        if (parsed := _parse_key(key)) is None:
             unknown.append(key)
             continue
-        modules.setdefault(name, {})[which] = tensor
-    if unknown or not modules:
-        raise ModelLoadError(f"{path}: not a Kolors LoRA this engine reads (DiffSynth .ckpt or peft "
-                             f"safetensors); unmatched keys: {', '.join(unknown[:5]) or 'none at all'}")
-    return modules
+        name, part = parsed
+        layer = layers.setdefault(name, LoraLayer())
+        setattr(layer, part, float(tensor) if part == "alpha" else tensor)
+        layer.key = key if part == "down" else layer.key
+    incomplete = [name for name, layer in layers.items() if layer.down is None or layer.up is None]
+    if unknown or incomplete or not layers:
+        problems = [f"unmatched keys: {', '.join(unknown[:5])}"] if unknown else []
+        problems += [f"layers without both halves: {', '.join(incomplete[:5])}"] if incomplete else []
+        raise ModelLoadError(f"{path}: not a LoRA this engine reads (DiffSynth .ckpt, peft/diffusers or kohya "
+                             f"safetensors); {'; '.join(problems) or 'no LoRA keys at all'}")
+    return layers
 
 
-def lora_deltas(unet, spec: LoraSpec) -> dict[str, object]:
-    """{module name: (alpha / r) · B @ A} in fp32, checked against the UNet's Linears."""
+def _flat(name: str) -> str:
+    return "lora_unet_" + name.replace(".", "_")
+
+
+def _sgm_prefixes(unet) -> dict[str, str]:
+    """kohya names for SDXL follow the original (SGM) UNet: `input_blocks_4_1` is diffusers'
+    `down_blocks.1.attentions.0`. {diffusers attention prefix: SGM flat prefix}."""
+    per_block = unet.config.layers_per_block
+    prefixes = {"mid_block.attentions.0": "middle_block_1"}
+    for b, block in enumerate(unet.down_blocks):
+        for i in range(len(getattr(block, "attentions", ()))):
+            prefixes[f"down_blocks.{b}.attentions.{i}"] = f"input_blocks_{1 + b * (per_block + 1) + i}_1"
+    for b, block in enumerate(unet.up_blocks):
+        for i in range(len(getattr(block, "attentions", ()))):
+            prefixes[f"up_blocks.{b}.attentions.{i}"] = f"output_blocks_{b * (per_block + 1) + i}_1"
+    return prefixes
+
+
+def linear_names(unet) -> dict[str, str]:
+    """Every name a LoRA file may give a Linear of `unet` (diffusers, kohya flat, kohya SGM) ->
+    its module name."""
     import torch
 
-    modules = read_lora(Path(spec.path))
-    deltas, unmatched = {}, []
-    for name, pair in modules.items():
-        try:
-            linear = unet.get_submodule(name)
-        except AttributeError:
-            unmatched.append(name)
+    sgm = _sgm_prefixes(unet)
+    names = {}
+    for name, module in unet.named_modules():
+        if not isinstance(module, torch.nn.Linear):
             continue
-        a, b = pair.get("A"), pair.get("B")
-        if not isinstance(linear, torch.nn.Linear) or a is None or b is None \
-                or tuple(b.shape[:1]) + tuple(a.shape[1:]) != tuple(linear.weight.shape) or a.shape[0] != b.shape[1]:
-            unmatched.append(name)
+        names[name] = names[_flat(name)] = name
+        for prefix, sgm_prefix in sgm.items():
+            if name.startswith(prefix + "."):
+                names["lora_unet_" + sgm_prefix + "_" + name[len(prefix) + 1:].replace(".", "_")] = name
+    return names
+
+
+def scaled_layers(unet, spec: LoraSpec) -> list[tuple[str, LoraLayer, float]]:
+    """(module name, layer, scale) for every layer of the LoRA, all checked against the UNet's
+    Linears before any weight changes. scale = strength · alpha / rank, where alpha is the node's
+    (LoadKolorsLoRA) or else the file's, or else the rank."""
+    layers = read_lora(Path(spec.path))
+    names = linear_names(unet)
+    matched, unmatched = [], []
+    for key, layer in layers.items():
+        name = names.get(key)
+        weight = unet.get_submodule(name).weight if name else None
+        if weight is None or layer.up.shape[1] != layer.rank \
+                or (layer.up.shape[0], layer.down.shape[1]) != tuple(weight.shape):
+            unmatched.append(layer.key)
             continue
-        rank = a.shape[0]
-        deltas[name] = (spec.alpha / rank) * spec.strength * (b.float() @ a.float())
+        alpha = spec.alpha if spec.alpha is not None else layer.alpha if layer.alpha is not None else layer.rank
+        matched.append((name, layer, spec.strength * alpha / layer.rank))
     if unmatched:
         raise ModelLoadError(f"{spec.path} does not fit this UNet (another architecture?); "
-                             f"{len(unmatched)} of {len(modules)} adapted layers match nothing: "
+                             f"{len(unmatched)} of {len(layers)} adapted layers match no Linear of the same shape: "
                              f"{', '.join(sorted(unmatched)[:5])}")
-    return deltas
+    return matched
 
 
 @contextmanager
@@ -90,10 +153,12 @@ def lora_applied(unet, loras: tuple[LoraSpec, ...]):
     try:
         with torch.no_grad():
             for spec in loras:
-                for name, delta in lora_deltas(unet, spec).items():
+                for name, layer, scale in scaled_layers(unet, spec):
                     weight = unet.get_submodule(name).weight
                     saved.setdefault(name, weight.detach().clone())
-                    weight.copy_((weight.float() + delta.to(weight.device)).to(weight.dtype))
+                    # fp32 on the weight's device: exact enough for bf16/fp16 bases, fast on GPUs
+                    up, down = (t.to(weight.device, torch.float32) for t in (layer.up, layer.down))
+                    weight.copy_((weight.float() + scale * (up @ down)).to(weight.dtype))
         yield unet
     finally:
         with torch.no_grad():
@@ -131,8 +196,21 @@ def _check_lora_path(value: str, settings: Settings) -> str | None:
     return None
 
 
+def _lora_fingerprint(constants, settings, key):
+    stat = resolve_lora_path(constants[key], settings).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def _with_lora(ctx, model: KolorsModel, spec: LoraSpec) -> KolorsModelOut:
+    # Check every layer against the base UNet here, so that an error names this node. The base
+    # loads once into the store; the sampler that follows needs it anyway.
+    scaled_layers(ctx.models.get(model), spec)
+    return KolorsModelOut(dataclasses.replace(model, loras=model.loras + (spec,)))
+
+
 class LoadKolorsLoRA(Node):
-    """Add a LoRA to a Kolors model (Datawhale's node; `lora_alpha` is peft's alpha, scale alpha/r)."""
+    """Add a LoRA to a Kolors model (Datawhale's node; `lora_alpha` is peft's alpha, scale alpha/r,
+    and it replaces any alpha stored in the file)."""
 
     class_type = "LoadKolorsLoRA"
     display_name = "Load Kolors LoRA"
@@ -144,12 +222,29 @@ class LoadKolorsLoRA(Node):
 
     @classmethod
     def fingerprint(cls, constants, settings):
-        stat = resolve_lora_path(constants["lora_path"], settings).stat()
-        return [stat.st_size, stat.st_mtime_ns]
+        return _lora_fingerprint(constants, settings, "lora_path")
 
     def execute(self, ctx) -> KolorsModelOut:
         path = resolve_lora_path(self.lora_path, ctx.settings)
-        read_lora(path)  # fail here, naming this node, if the file is not a LoRA at all
-        spec = LoraSpec(str(path), self.lora_alpha)
-        model = dataclasses.replace(self.kolors_model, loras=self.kolors_model.loras + (spec,))
-        return KolorsModelOut(model)
+        return _with_lora(ctx, self.kolors_model, LoraSpec(str(path), alpha=self.lora_alpha))
+
+
+class KolorsLoraLoaderModelOnly(Node):
+    """ComfyUI's LoraLoaderModelOnly for Kolors: a strength on the file's own scale (its stored
+    alpha / rank, or 1 when the file stores none, as ComfyUI reads such files)."""
+
+    class_type = "KolorsLoraLoaderModelOnly"
+    display_name = "Kolors LoRA (strength)"
+    category = "KwaiKolorsWrapper"
+
+    kolors_model: KolorsModel = Link()
+    lora_name: str = Widget("", check=_check_lora_path)
+    strength_model: float = Widget(1.0, ge=-100.0, le=100.0, step=0.01)
+
+    @classmethod
+    def fingerprint(cls, constants, settings):
+        return _lora_fingerprint(constants, settings, "lora_name")
+
+    def execute(self, ctx) -> KolorsModelOut:
+        path = resolve_lora_path(self.lora_name, ctx.settings)
+        return _with_lora(ctx, self.kolors_model, LoraSpec(str(path), strength=self.strength_model))

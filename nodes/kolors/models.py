@@ -25,10 +25,11 @@ def compute_dtype(precision: str, device: str):
 
 @dataclass(frozen=True)
 class LoraSpec:
-    """One LoRA applied on top of the base UNet (see lora.py)."""
+    """One LoRA applied on top of the base UNet (see lora.py): scale = strength · alpha / rank, the
+    alpha given by the node (LoadKolorsLoRA) or else the one stored in the file."""
 
     path: str
-    alpha: float
+    alpha: float | None = None
     strength: float = 1.0
 
 
