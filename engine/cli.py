@@ -17,7 +17,8 @@ import orjson
 
 from .errors import EngineError
 from .session import RunResult, Session, default_registry
-from .settings import MODELS_DIR_ENV, Settings
+from .disk_cache import DiskCache
+from .settings import CACHE_DIR_ENV, MODELS_DIR_ENV, Settings
 
 log = logging.getLogger("run_graph")
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -42,7 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the outputs that are valid even when others are not (as ComfyUI does)")
     p.add_argument("--allow-unsafe-paths", action="store_true",
                    help="allow absolute paths and '..' in path inputs")
-    p.add_argument("--no-cache", action="store_true", help="do not reuse node outputs")
+    p.add_argument("--no-cache", action="store_true", help="do not reuse node outputs, in memory or on disk")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help=f"where node outputs persist between runs (default ${CACHE_DIR_ENV} or the user cache dir)")
+    p.add_argument("--cache-size", default=None, metavar="SIZE",
+                   help="disk cache limit, e.g. 20GB (the default); least recently used entries go first")
+    p.add_argument("--ram-budget", default=None, metavar="SIZE",
+                   help="memory for loaded models (default 3/4 of RAM); least recently used leave first")
+    p.add_argument("--vram-budget", default=None, metavar="SIZE",
+                   help="GPU memory for models (default 85%%); the least recently used move to RAM")
+    p.add_argument("--cache-info", action="store_true", help="show the disk cache's folder, entries and size")
+    p.add_argument("--clear-cache", action="store_true", help="empty the disk cache")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     return p
 
@@ -79,12 +90,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     if args.list_nodes:
         return _list_nodes(args.json)
+    optional = {"models_dir": args.models_dir, "cache_dir": args.cache_dir, "cache_size": args.cache_size,
+                "ram_budget": args.ram_budget, "vram_budget": args.vram_budget}
+    try:
+        settings = Settings(output_dir=args.output_dir, input_dir=args.input_dir, device=args.device,
+                            allow_unsafe_paths=args.allow_unsafe_paths,
+                            **{k: v for k, v in optional.items() if v is not None})
+    except ValueError as exc:
+        log.error("run-graph: %s", exc)
+        return EXIT_INVALID
+    if args.cache_info or args.clear_cache:
+        return _cache_command(settings, args.clear_cache, args.json)
     if not args.files:
         log.error("run-graph: no workflow file given (see run-graph --help)")
         return EXIT_INVALID
-    settings = Settings(output_dir=args.output_dir, input_dir=args.input_dir, device=args.device,
-                        allow_unsafe_paths=args.allow_unsafe_paths,
-                        **({"models_dir": args.models_dir} if args.models_dir else {}))
     progress = _Progress(enabled=sys.stderr.isatty() and not args.quiet)
     session = Session(default_registry(), settings, cache=not args.no_cache, on_event=progress)
     statuses = []
@@ -106,16 +125,31 @@ def _report(result: RunResult, as_json: bool) -> None:
     if as_json:
         sys.stdout.buffer.write(orjson.dumps(result.to_report()) + b"\n")
         sys.stdout.flush()
-    counts = {s: sum(r.status == s for r in result.nodes.values()) for s in ("executed", "cached")}
+    counts = {s: sum(r.status == s for r in result.nodes.values()) for s in ("executed", "cached", "disk")}
     if result.status == "ok":
-        log.info("%s: ok in %.2fs (%d executed, %d cached)", result.source, result.seconds,
-                 counts["executed"], counts["cached"])
+        log.info("%s: ok in %.2fs (%d executed, %d cached in memory, %d from disk)", result.source,
+                 result.seconds, counts["executed"], counts["cached"], counts["disk"])
     else:
         log.error("%s: %s", result.source, result.status)
         for error in result.errors:
             log.error("  - %s", error.describe().removeprefix(f"{result.source}, "))
     for f in result.files:
         log.info("  wrote %s", f)
+
+
+def _cache_command(settings: Settings, clear: bool, as_json: bool) -> int:
+    disk = DiskCache(settings.cache_dir, settings.cache_size, settings.torch_device)
+    removed = disk.clear() if clear else 0
+    entries, size = disk.size()
+    info = {"folder": str(settings.cache_dir), "entries": entries, "bytes": size,
+            "limit_bytes": settings.cache_size, "removed": removed}
+    if as_json:
+        sys.stdout.buffer.write(orjson.dumps(info) + b"\n")
+    else:
+        if clear:
+            print(f"removed {removed} entries")
+        print(f"{info['folder']}: {entries} entries, {size / 2**20:.1f} MiB of {settings.cache_size / 2**30:.1f} GiB")
+    return EXIT_OK
 
 
 def _list_nodes(as_json: bool) -> int:

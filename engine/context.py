@@ -1,13 +1,12 @@
 """`NodeContext`: the narrow door through which a node touches the world."""
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .atomic import atomic_write
 from .errors import RunCancelled
 from .model_store import ModelStore
 from .settings import Settings
@@ -62,15 +61,7 @@ class NodeContext:
 
     def write_file(self, path: Path, write: Callable[[Any], None]) -> Path:
         """Write through a temporary file and rename, so no half-written file is ever visible."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                write(handle)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, write)
         self.run.files.append(str(path))
         self.run.events("file", {"node_id": self.node_id, "path": str(path)})
         return path

@@ -19,8 +19,9 @@ class NodeRecord:
     node_id: str
     type: str
     title: str | None
-    status: str  # executed | cached | skipped
+    status: str  # executed | cached (memory) | disk | skipped
     seconds: float = 0.0
+    bytes: int = 0  # the output's size in the disk cache
 
 
 def run_plan(plan: ExecutionPlan, graph: Graph, registry: NodeRegistry, cache: Any,
@@ -30,10 +31,12 @@ def run_plan(plan: ExecutionPlan, graph: Graph, registry: NodeRegistry, cache: A
     for node_id in plan.order:
         node = graph.nodes[node_id]
         signature = plan.signatures[node_id]
-        if node_id in plan.cached:
-            outputs[node_id] = cache.get(signature)
-            records[node_id] = NodeRecord(node_id, node.class_type, node.title, "cached")
-            run.events("cached", {"node_id": node_id})
+        if (hit := plan.cached.get(node_id)) is not None:
+            outputs[node_id] = hit.output
+            if hit.records:  # what the node recorded when it ran (seeds, choices) holds again
+                run.metadata[node_id] = hit.records
+            records[node_id] = NodeRecord(node_id, node.class_type, node.title, hit.source, bytes=hit.bytes)
+            run.events("cached", {"node_id": node_id, "source": hit.source})
             continue
         cls = registry.get(node.class_type)
         instance = cls.__new__(cls)
@@ -49,14 +52,17 @@ def run_plan(plan: ExecutionPlan, graph: Graph, registry: NodeRegistry, cache: A
         ctx.check_cancelled()
         run.events("node_start", {"node_id": node_id, "type": node.class_type})
         started = time.perf_counter()
-        with node_errors(node_id, node.class_type, node.title):
-            result = instance.execute(ctx)
-            if not isinstance(result, NodeOutput):
-                raise TypeError(f"execute() returned {type(result).__name__}, not a NodeOutput")
+        try:
+            with node_errors(node_id, node.class_type, node.title):
+                result = instance.execute(ctx)
+                if not isinstance(result, NodeOutput):
+                    raise TypeError(f"execute() returned {type(result).__name__}, not a NodeOutput")
+        finally:
+            models.release()  # the node is done with its models: they may make room for others
         seconds = time.perf_counter() - started
-        cache.put(signature, result)
+        written = cache.store(signature, result, run.metadata.get(node_id))
         outputs[node_id] = result
-        records[node_id] = NodeRecord(node_id, node.class_type, node.title, "executed", seconds)
+        records[node_id] = NodeRecord(node_id, node.class_type, node.title, "executed", seconds, written)
         run.events("node_end", {"node_id": node_id, "seconds": seconds})
 
 

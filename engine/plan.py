@@ -11,6 +11,7 @@ from typing import Any
 import networkx as nx
 import orjson
 
+from .cache import CacheHit
 from .graph import Graph, LinkRef, natural_key
 from .node import SavedFiles
 from .registry import NodeRegistry
@@ -20,7 +21,7 @@ from .settings import Settings
 @dataclass
 class ExecutionPlan:
     order: list[str]  # topological; each node is either executed or taken from the cache
-    cached: set[str]
+    cached: dict[str, CacheHit]
     signatures: dict[str, str]
     outputs: list[str]
     skipped: list[str]  # in the graph, but not needed for these outputs
@@ -73,19 +74,19 @@ def make_plan(graph: Graph, registry: NodeRegistry, outputs: list[str], cache: A
 
     # Walk upstream from the outputs; a cache hit cuts the walk, so its ancestors need not run.
     run: set[str] = set()
-    cached: set[str] = set()
+    cached: dict[str, CacheHit] = {}
     stack = list(outputs)
     while stack:
         node_id = stack.pop()
         if node_id in run or node_id in cached:
             continue
-        hit = cache.get(signatures[node_id])
-        if hit is not None and _files_present(hit):
-            cached.add(node_id)
+        hit = cache.lookup(signatures[node_id])
+        if hit is not None and _files_present(hit.output):
+            cached[node_id] = hit
             continue
         run.add(node_id)
         stack.extend(sub.predecessors(node_id))
-    keep = run | cached
+    keep = run | cached.keys()
     skipped = sorted((n for n in graph.nodes if n not in keep), key=natural_key)
     return ExecutionPlan([n for n in order if n in keep], cached, signatures, outputs, skipped)
 

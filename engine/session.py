@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .cache import MemoryCache, NullCache
+from .cache import NullCache, OutputCache
+from .disk_cache import DiskCache
 from .context import RunInfo
 from .errors import EngineError, NodeError, NodeExecutionError, RunCancelled, ValidationFailed
 from .execute import NodeRecord, run_plan
@@ -43,14 +44,19 @@ class RunResult:
 
     @property
     def cached(self) -> list[str]:
-        return [n for n, r in self.nodes.items() if r.status == "cached"]
+        """Nodes whose output came from a cache, in memory or on disk."""
+        return [n for n, r in self.nodes.items() if r.status in ("cached", "disk")]
+
+    @property
+    def from_disk(self) -> list[str]:
+        return [n for n, r in self.nodes.items() if r.status == "disk"]
 
     def to_report(self) -> dict:
         return {
             "file": self.source or "<graph>", "status": self.status,
             "errors": [{k: v for k, v in e.to_dict().items() if k != "file"} for e in self.errors],
             "nodes": {n: {"type": r.type, "title": r.title, "status": r.status,
-                          "seconds": round(r.seconds, 6)} for n, r in self.nodes.items()},
+                          "seconds": round(r.seconds, 6), "bytes": r.bytes} for n, r in self.nodes.items()},
             "files": self.files, "seconds": round(self.seconds, 6),
         }
 
@@ -66,8 +72,11 @@ class Session:
                  on_event: Callable[[str, dict], None] | None = None):
         self.registry = registry or default_registry()
         self.settings = settings or Settings()
-        self.cache = MemoryCache(max_cached_outputs) if cache else NullCache()
-        self.models = ModelStore()
+        disk = None
+        if cache and self.settings.cache_dir is not None:
+            disk = DiskCache(self.settings.cache_dir, self.settings.cache_size, self.settings.torch_device)
+        self.cache = OutputCache(max_cached_outputs, disk) if cache else NullCache()
+        self.models = ModelStore(self.settings.ram_budget, self.settings.vram_budget)
         self.on_event = on_event or (lambda kind, data: None)
         self.cancel_event = threading.Event()
 
@@ -153,7 +162,7 @@ def _label(source: Any) -> str | None:
 
 def _needs_device(plan: Any) -> bool:
     # Probing torch for CUDA costs an import; runs that are all cached never pay it.
-    return bool(set(plan.order) - plan.cached)
+    return bool(set(plan.order) - plan.cached.keys())
 
 
 def _assignments(overrides: Mapping[str, Any] | Iterable[str] | None) -> list[tuple[str, str, Any]]:

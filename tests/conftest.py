@@ -26,6 +26,8 @@ def tiny_models(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch):
+def _offline(monkeypatch, tmp_path):
     # No test may reach a model hub; the loaders' offline message is tested explicitly.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Each test gets its own disk cache: never the user's, never another test's.
+    monkeypatch.setenv("RUN_GRAPH_CACHE_DIR", str(tmp_path / "cache"))

@@ -45,7 +45,9 @@ def test_run_writes_png_with_prompt_chunk_and_reports_json_lines(workdir, capsys
 def test_png_written_by_a_run_replays_itself(workdir, capsys):
     main(["copy.json", "-q"])
     first = workdir / "output" / "copy_00001_.png"
-    code, [report] = run_json(capsys, str(first))
+    code, [report] = run_json(capsys, str(first))  # same prompt, files present: nothing to do
+    assert code == 0 and report["files"] == [] and report["nodes"]["2"]["status"] == "disk"
+    code, [report] = run_json(capsys, str(first), "--no-cache")
     assert code == 0
     second = Path(report["files"][0])
     assert second.name == "copy_00002_.png" and second.read_bytes() == first.read_bytes()

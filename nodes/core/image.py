@@ -1,7 +1,6 @@
 """SaveImage, PreviewImage and LoadImage: images to and from PNG files, with ComfyUI metadata."""
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import time
@@ -131,8 +130,7 @@ class LoadImage(Node):
     @classmethod
     def fingerprint(cls, constants, settings):
         # The file content is part of the cache key: same name, new pixels → re-run.
-        path = settings.contained_path(settings.input_dir, constants["image"], "image")
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return settings.file_sha256(settings.contained_path(settings.input_dir, constants["image"], "image"))
 
     def execute(self, ctx) -> ImageMaskOut:
         import numpy as np

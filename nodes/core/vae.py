@@ -73,6 +73,9 @@ class VAE(EdgeValue):
     def cache_key(self):
         return ("vae", self.path, self.device)
 
+    def estimated_bytes(self) -> int:
+        return Path(self.path).stat().st_size * 2  # at most: fp16 on disk, fp32 in memory
+
     def load(self):
         from diffusers import AutoencoderKL
         from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
@@ -126,8 +129,7 @@ class VAELoader(Node):
 
     @classmethod
     def fingerprint(cls, constants, settings):
-        stat = (settings.models_dir / "vae" / constants["vae_name"]).stat()
-        return [stat.st_size, stat.st_mtime_ns]
+        return settings.file_sha256(settings.contained_path(settings.models_dir / "vae", constants["vae_name"]))
 
     def execute(self, ctx) -> VAEOut:
         path = ctx.settings.contained_path(ctx.settings.models_dir / "vae", self.vae_name, "vae_name")

@@ -79,6 +79,15 @@ def check_text_encoder_folder(folder: Path) -> None:
         raise ModelLoadError(f"no weights in {folder}: expected pytorch_model-*.bin shards or *.safetensors")
 
 
+def folder_fingerprint(settings, folder: Path) -> list[tuple[str, str]]:
+    """(name, sha256) of every file under `folder`: new weights in the same place give new cache
+    keys downstream. Hashes are computed once per file version (Settings.file_sha256)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise FileNotFoundError(folder)  # not downloaded yet: no stable key, so the node runs
+    return [(str(p.relative_to(folder)), settings.file_sha256(p)) for p in files]
+
+
 @dataclass(frozen=True)
 class KolorsModelOut(NodeOutput):
     kolors_model: KolorsModel
@@ -100,6 +109,10 @@ class DownloadAndLoadKolorsModel(Node):
     # The wrapper lists only fp16; bf16 and fp32 are accepted too, fp16 stays the default.
     precision: Literal["fp16", "bf16", "fp32"] = Widget("fp16")
 
+    @classmethod
+    def fingerprint(cls, constants, settings):
+        return folder_fingerprint(settings, kolors_folder(settings.models_dir, constants["model"]) / "unet")
+
     def execute(self, ctx) -> KolorsModelOut:
         folder = kolors_folder(ctx.settings.models_dir, self.model)
         if not (folder / "unet").is_dir():
@@ -117,6 +130,11 @@ class DownloadAndLoadChatGLM3(Node):
     category = "KwaiKolorsWrapper"
 
     precision: Literal["fp16", "quant4", "quant8"] = Widget("fp16")
+
+    @classmethod
+    def fingerprint(cls, constants, settings):
+        folder = kolors_folder(settings.models_dir, "Kwai-Kolors/Kolors") / "text_encoder"
+        return folder_fingerprint(settings, folder)
 
     def execute(self, ctx) -> ChatGLM3Out:
         root = kolors_folder(ctx.settings.models_dir, "Kwai-Kolors/Kolors")

@@ -197,8 +197,7 @@ def _check_lora_path(value: str, settings: Settings) -> str | None:
 
 
 def _lora_fingerprint(constants, settings, key):
-    stat = resolve_lora_path(constants[key], settings).stat()
-    return [stat.st_size, stat.st_mtime_ns]
+    return settings.file_sha256(resolve_lora_path(constants[key], settings))
 
 
 def _with_lora(ctx, model: KolorsModel, spec: LoraSpec) -> KolorsModelOut:

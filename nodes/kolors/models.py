@@ -48,6 +48,13 @@ class KolorsModel(EdgeValue):
         # LoRAs are not part of the key: they are patched onto the one cached base model.
         return ("kolors-unet", self.folder, self.precision, self.device)
 
+    def estimated_bytes(self) -> int:
+        """Size once loaded, from the weight files (fp16 on disk) and the compute dtype."""
+        import torch
+
+        stored = sum(f.stat().st_size for f in (Path(self.folder) / "unet").glob("*.safetensors"))
+        return stored * torch.finfo(compute_dtype(self.precision, self.device)).bits // 16
+
     def load(self) -> Any:
         from diffusers import UNet2DConditionModel
 
@@ -75,6 +82,14 @@ class ChatGLM3(EdgeValue):
     @property
     def cache_key(self):
         return ("chatglm3", self.folder, self.precision, self.device)
+
+    def estimated_bytes(self) -> int:
+        stored = sum(f.stat().st_size for pattern in ("*.bin", "*.safetensors") for f in Path(self.folder).glob(pattern))
+        if self.precision != "fp16":  # nearly all weights are quantized Linears
+            return stored * (8 if self.precision == "quant8" else 4) // 16
+        import torch
+
+        return stored * torch.finfo(compute_dtype("fp16", self.device)).bits // 16
 
     def load(self) -> tuple[Any, Any]:
         from diffusers.pipelines.kolors import ChatGLMModel, ChatGLMTokenizer
