@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -44,13 +45,16 @@ def _type_id(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+def _is_tensor(value: Any) -> bool:
+    torch = sys.modules.get("torch")  # no tensor can exist before torch was imported
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 def encode(value: Any, tensors: dict[str, Any]) -> Any:
     """JSON-able structure for `value`; its tensors are moved into `tensors` (CPU, contiguous)."""
-    import torch
-
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, torch.Tensor):
+    if _is_tensor(value):
         name = f"t{len(tensors)}"
         tensors[name] = value.detach().to("cpu").contiguous()
         return {"$tensor": name}
@@ -85,9 +89,9 @@ def decode(data: Any, tensors: dict[str, Any], types: dict[str, type]) -> Any:
 
 
 def _checksum(structure: str, tensors: dict[str, Any]) -> str:
-    import torch
-
     digest = hashlib.blake2b(structure.encode(), digest_size=20)
+    if tensors:
+        import torch  # only entries with tensors need it: an output node's entry is plain JSON
     for name in sorted(tensors):
         tensor = tensors[name]
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
@@ -145,9 +149,13 @@ class DiskCache:
         try:
             from safetensors import safe_open
 
-            with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata() or {}
-                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            # The header first, without torch: an output node's entry holds no tensors.
+            with safe_open(str(path), framework="numpy") as handle:
+                meta, names = handle.metadata() or {}, list(handle.keys())
+            tensors = {}
+            if names:
+                with safe_open(str(path), framework="pt") as handle:
+                    tensors = {name: handle.get_tensor(name) for name in names}
             if meta.get("format") != FORMAT or _checksum(meta["structure"], tensors) != meta["checksum"]:
                 raise ValueError("checksum mismatch")
             structure = json.loads(meta["structure"])
@@ -168,7 +176,7 @@ class DiskCache:
 
     def put(self, signature: str, output: Any, records: dict | None = None) -> int:
         """Store `output`; returns the bytes written, 0 when the output is not plain data."""
-        from safetensors.torch import save
+        from safetensors import serialize
 
         tensors: dict[str, Any] = {}
         try:
@@ -176,8 +184,13 @@ class DiskCache:
                                    sort_keys=True)
         except NotPersistable:
             return 0
-        blob = save(tensors, metadata={"format": FORMAT, "structure": structure,
-                                       "checksum": _checksum(structure, tensors)})
+        metadata = {"format": FORMAT, "structure": structure, "checksum": _checksum(structure, tensors)}
+        if tensors:
+            from safetensors.torch import save
+
+            blob = save(tensors, metadata=metadata)
+        else:
+            blob = serialize({}, metadata=metadata)
         try:
             atomic_write(self._path(signature), lambda handle: handle.write(blob))
             self.evict()

@@ -71,6 +71,10 @@ class Settings:
     def torch_device(self) -> str:
         if self.device != "auto":
             return self.device
+        from importlib.metadata import version
+
+        if version("torch").endswith("+cpu"):
+            return "cpu"  # a CPU-only build: known without the second it takes to import torch
         import torch  # deferred: the engine core runs without touching torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
