@@ -197,3 +197,41 @@ def test_new_model_weights_invalidate_what_was_computed_from_them(tiny_models, t
     save_file({k: v * 1.01 if k.startswith("decoder.") else v for k, v in state.items()}, vae)
     result = Session(settings=settings).execute(txt2img(steps=1))
     assert result.executed == ["3", "10", "11"] and "14" in result.from_disk
+
+
+WORKER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from engine import Session, Settings
+    from tests import toy_nodes
+    from tests.test_cache import CHAIN
+
+    session = Session(toy_nodes.registry(), Settings(cache_dir={cache!r}, output_dir={out!r}))
+    for value in range({runs}):
+        graph = dict(CHAIN, **{{"1": {{"class_type": "Constant", "inputs": {{"value": value % 7}}}}}})
+        assert session.execute(graph).status == "ok"
+        session.cache.clear()  # memory only: each run goes to the shared folder
+""")
+
+
+def _worker(toy_session, runs: int) -> subprocess.Popen:
+    settings = toy_session.settings
+    script = WORKER.format(root=str(Path(__file__).resolve().parent.parent), cache=str(settings.cache_dir),
+                           out=str(settings.output_dir), runs=runs)
+    return subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+
+
+def test_concurrent_processes_share_the_folder_and_a_killed_one_does_no_harm(toy_session):
+    import signal
+    import time
+
+    victim = _worker(toy_session, 10_000)
+    workers = [_worker(toy_session, 30) for _ in range(2)]
+    assert all(w.wait(timeout=120) == 0 for w in workers), [w.stderr.read() for w in workers]
+    time.sleep(0.5)
+    victim.send_signal(signal.SIGKILL)  # somewhere in the middle of its runs and writes
+    victim.wait(timeout=30)
+    for value in range(7):
+        graph = {**CHAIN, "1": {"class_type": "Constant", "inputs": {"value": value}}}
+        result = fresh(toy_session).execute(graph, raise_on_error=False)
+        assert result.status == "ok" and result.executed == [] and result.from_disk == ["5"]
