@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +20,7 @@ from .errors import EngineError
 from .session import RunResult, Session, default_registry
 from .disk_cache import DiskCache
 from .settings import CACHE_DIR_ENV, MODELS_DIR_ENV, Settings
+from .sweep import build_sweep
 
 log = logging.getLogger("run_graph")
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -27,12 +29,24 @@ EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run-graph", description="Run ComfyUI workflows headless "
                                 "(UI workflow JSON, API prompt JSON, or PNGs that carry them).")
-    p.add_argument("files", nargs="*", type=Path, help="workflow files (.json or .png)")
+    p.add_argument("files", nargs="*", type=Path,
+                   help="workflow files (.json or .png) and folders of them; several make a batch")
     p.add_argument("--validate", action="store_true", help="check the files, run nothing")
     p.add_argument("--list-nodes", action="store_true",
                    help="list the node types and their inputs (object_info JSON with --json)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.INPUT=VALUE",
                    help="set an input by node id or title, e.g. 14.seed=42 or 'Kolors Sampler.steps=30'")
+    p.add_argument("--sweep", action="append", default=[], metavar="NODE.INPUT=VALUES",
+                   help="run every value: 1..100, 1..100:5, [4,5,6], @lines.txt; several --sweep multiply")
+    p.add_argument("--sweep-zip", action="append", default=[], metavar="NODE.INPUT=VALUES",
+                   help="axes that advance together (same length), multiplied with --sweep axes")
+    p.add_argument("--sweep-file", type=Path, help="a JSON or YAML file with 'product' and/or 'zip' axes")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run each job N times, seeds following the workflow's control_after_generate")
+    p.add_argument("--fail-fast", action="store_true", help="stop a batch at the first job that fails")
+    p.add_argument("--no-resume", action="store_true",
+                   help="redo a batch's jobs even when its manifest lists them as finished")
+    p.add_argument("--events", choices=["ndjson"], help="stream progress events as JSON lines on stdout")
     p.add_argument("--output-dir", type=Path, default=Path("output"))
     p.add_argument("--input-dir", type=Path, default=Path("input"))
     p.add_argument("--models-dir", type=Path, default=None,
@@ -104,26 +118,57 @@ def _main(args: argparse.Namespace) -> int:
     if not args.files:
         log.error("run-graph: no workflow file given (see run-graph --help)")
         return EXIT_INVALID
-    progress = _Progress(enabled=sys.stderr.isatty() and not args.quiet)
-    session = Session(default_registry(), settings, cache=not args.no_cache, on_event=progress)
-    statuses = []
-    for path in args.files:
-        if args.validate:
+    if args.validate:
+        session = Session(default_registry(), settings)
+        statuses = []
+        for path in args.files:
             result = session.validate(path, overrides=args.overrides)
-        else:
-            result = session.execute(path, overrides=args.overrides, allow_partial=args.partial,
-                                     raise_on_error=False)
-        progress.close()
-        statuses.append(result.status)
-        _report(result, args.json)
+            statuses.append(result.status)
+            _report(result, args.json)
+        return _exit_code(statuses)
+    return _run_batch(args, settings)
+
+
+def _run_batch(args: argparse.Namespace, settings: Settings) -> int:
+    sweep = build_sweep(args.sweep, args.sweep_zip, args.sweep_file)
+    is_batch = bool(sweep) or args.repeat > 1 or len(args.files) > 1 or any(p.is_dir() for p in args.files)
+    events = _EventStream() if args.events else None
+    progress = _Progress(enabled=sys.stderr.isatty() and not args.quiet)
+
+    def on_event(kind: str, data: dict) -> None:
+        progress(kind, data)
+        if events:
+            events(kind, data)
+
+    session = Session(default_registry(), settings, cache=not args.no_cache, on_event=on_event)
+    statuses = []
+    for outcome in session.execute_many(args.files, sweep=sweep, repeat=args.repeat, overrides=args.overrides,
+                                        manifest=is_batch, resume=not args.no_resume,
+                                        fail_fast=args.fail_fast, allow_partial=args.partial):
+        progress.close_steps()
+        statuses.append(outcome.status)
+        if outcome.result is None:
+            log.info("%s: done in an earlier run, skipped", outcome.job.label)
+            continue
+        if is_batch:
+            outcome.result.source = outcome.job.label
+        report = {**outcome.result.to_report(), **({"job": outcome.job.id} if is_batch else {})}
+        if events:
+            events("job_report", report)
+        _report(outcome.result, args.json and not events, report)
+    progress.close()
+    return _exit_code(statuses)
+
+
+def _exit_code(statuses: list[str]) -> int:
     if "invalid" in statuses:
         return EXIT_INVALID
     return EXIT_FAILED if "failed" in statuses else EXIT_OK
 
 
-def _report(result: RunResult, as_json: bool) -> None:
+def _report(result: RunResult, as_json: bool, report: dict | None = None) -> None:
     if as_json:
-        sys.stdout.buffer.write(orjson.dumps(result.to_report()) + b"\n")
+        sys.stdout.buffer.write(orjson.dumps(report or result.to_report()) + b"\n")
         sys.stdout.flush()
     counts = {s: sum(r.status == s for r in result.nodes.values()) for s in ("executed", "cached", "disk")}
     if result.status == "ok":
@@ -166,26 +211,51 @@ def _list_nodes(as_json: bool) -> int:
 
 
 class _Progress:
-    """Step bars on a terminal (tqdm), silence elsewhere."""
+    """On a terminal: one bar for the batch, one for the current node's steps (tqdm)."""
 
     def __init__(self, enabled: bool):
-        self.enabled, self.bar, self.node = enabled, None, None
+        self.enabled, self.batch, self.steps, self.node = enabled, None, None, None
 
     def __call__(self, kind: str, data: dict) -> None:
-        if not self.enabled or kind != "progress":
+        if not self.enabled:
             return
         from tqdm import tqdm
 
-        if self.bar is None or self.node != data["node_id"]:
-            self.close()
-            self.node = data["node_id"]
-            self.bar = tqdm(total=data["max"], desc=f"node {self.node}", file=sys.stderr, leave=False)
-        self.bar.n = data["value"]
-        self.bar.refresh()
+        if kind == "job_start" and data["total"] > 1:
+            if self.batch is None:
+                self.batch = tqdm(total=data["total"], desc="jobs", file=sys.stderr, position=0)
+            self.batch.n = data["index"]
+            self.batch.set_postfix_str(data["label"][-40:])
+        elif kind == "progress":
+            if self.steps is None or self.node != data["node_id"]:
+                self.close_steps()
+                self.node = data["node_id"]
+                self.steps = tqdm(total=data["max"], desc=f"node {self.node}", file=sys.stderr,
+                                  position=1 if self.batch else 0, leave=False)
+            self.steps.n = data["value"]
+            self.steps.refresh()
+
+    def close_steps(self) -> None:
+        if self.steps is not None:
+            self.steps.close()
+            self.steps, self.node = None, None
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar, self.node = None, None
+        self.close_steps()
+        if self.batch is not None:
+            self.batch.n = self.batch.total
+            self.batch.close()
+            self.batch = None
+
+
+class _EventStream:
+    """`--events ndjson`: every event as one JSON line on stdout, flushed as it happens."""
+
+    def __call__(self, kind: str, data: dict) -> None:
+        sys.stdout.buffer.write(orjson.dumps({"event": kind, "time": round(time.time(), 3), **data},
+                                             default=str) + b"\n")
+        sys.stdout.flush()
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

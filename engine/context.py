@@ -24,8 +24,13 @@ class RunInfo:
     device: str
     events: EventSink
     cancel: threading.Event
-    metadata: dict = field(default_factory=dict)  # e.g. wildcard choices, seeds; goes into PNGs
+    metadata: dict = field(default_factory=dict)  # {node id: what it recorded}, e.g. wildcard choices
     files: list[str] = field(default_factory=list)
+    provenance: dict = field(default_factory=dict)  # engine version, seeds, model hashes
+
+    def provenance_record(self) -> dict:
+        """What output files carry about how they were made (the PNG `run-graph` chunk)."""
+        return {**self.provenance, "nodes": self.metadata}
 
 
 class NodeContext:

@@ -31,6 +31,8 @@ MAX_SUBGRAPH_DEPTH = 32
 @dataclass(frozen=True)
 class _Const:
     value: Any
+    control: str | None = None  # a PrimitiveNode's control_after_generate
+    ui_slot: tuple | None = None  # (UI node id, widgets_values index) of a root-level primitive
 
 
 _KEEP_WIDGET = object()  # an unconnected subgraph input: the inner node keeps its own widget value
@@ -82,10 +84,12 @@ class _Converter:
         self.nodes: dict[str, GraphNode] = {}
         self.problems: list[NodeError] = []
         self._scopes: dict[str, _Scope] = {}
+        self.controls: dict[tuple[str, str], str] = {}
+        self.ui_widgets: dict[tuple[str, str], tuple] = {}
 
     def run(self) -> Graph:
         self._emit_scope(_Scope(self.workflow.nodes, self.workflow.links, ""))
-        return Graph(self.nodes, problems=self.problems)
+        return Graph(self.nodes, problems=self.problems, controls=self.controls, ui_widgets=self.ui_widgets)
 
     # -- emission ---------------------------------------------------------------------------
 
@@ -104,7 +108,7 @@ class _Converter:
     def _emit_node(self, scope: _Scope, node: UINode) -> None:
         node_id = scope.prefix + str(node.id)
         spec = self.registry.spec(node.type)
-        inputs: dict[str, Any] = self._widget_inputs(node, spec, node_id) if spec else {}
+        inputs: dict[str, Any] = self._widget_inputs(node, spec, node_id, scope) if spec else {}
         for entry in node.inputs:
             if entry.link is None:
                 continue
@@ -117,11 +121,16 @@ class _Converter:
                 inputs.pop(name, None)
             elif isinstance(resolved, _Const):
                 inputs[name] = resolved.value
+                self.ui_widgets.pop((node_id, name), None)
+                if resolved.control:
+                    self.controls[(node_id, name)] = resolved.control
+                if resolved.ui_slot and not scope.prefix:
+                    self.ui_widgets[(node_id, name)] = resolved.ui_slot
             else:
                 inputs[name] = resolved
         self.nodes[node_id] = GraphNode(node_id, node.type, inputs, node.title)
 
-    def _widget_inputs(self, node: UINode, spec: NodeSpec, node_id: str) -> dict[str, Any]:
+    def _widget_inputs(self, node: UINode, spec: NodeSpec, node_id: str, scope: _Scope) -> dict[str, Any]:
         widgets = [i for i in spec.inputs if i.is_widget]
         values = node.widgets_values
         out: dict[str, Any] = {}
@@ -137,10 +146,14 @@ class _Converter:
         for w in widgets:
             if k < len(values):
                 out[w.name] = _unwrap(values[k])
+                if not scope.prefix:
+                    self.ui_widgets[(node_id, w.name)] = (node.id, k)
             elif w.has_default:
                 out[w.name] = w.default
             k += 1
             if w.control_after_generate:
+                if k < len(values) and isinstance(values[k], str):
+                    self.controls[(node_id, w.name)] = values[k]
                 k += 2 if w.type_name == "COMBO" else 1  # combos also get a filter-list slot
         return out
 
@@ -168,7 +181,10 @@ class _Converter:
             return None
         if origin.type == PRIMITIVE:
             values = origin.widgets_values
-            return _Const(_unwrap(values[0])) if isinstance(values, list) and values else None
+            if not isinstance(values, list) or not values:
+                return None
+            control = values[1] if len(values) > 1 and isinstance(values[1], str) else None
+            return _Const(_unwrap(values[0]), control, (origin.id, 0))
         if origin.type == REROUTE or origin.mode == MODE_BYPASS:
             entry = self._pass_through_input(origin, slot, link_type)
             if entry is None or entry.link is None:

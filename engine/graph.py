@@ -36,6 +36,22 @@ class Graph:
     ui_workflow: dict | None = None  # the UI JSON, re-embedded in PNGs so ComfyUI can load them
     # Problems found while converting (e.g. widgets of an unknown node type); validation adds them.
     problems: list[NodeError] = field(default_factory=list)
+    # From a UI workflow: each (node id, input)'s control_after_generate mode ("increment"...),
+    # and where its value sits in the UI JSON: (UI node id, widgets_values index).
+    controls: dict[tuple[str, str], str] = field(default_factory=dict)
+    ui_widgets: dict[tuple[str, str], tuple[int | str, int]] = field(default_factory=dict)
+
+    def set_input(self, node_id: str, name: str, value: Any) -> None:
+        """Change an input, and the UI workflow's widget with it, so a PNG's `workflow` chunk
+        shows what ran."""
+        self.nodes[node_id].inputs[name] = value
+        slot = self.ui_widgets.get((node_id, name))
+        if slot is None or self.ui_workflow is None:
+            return
+        for ui_node in self.ui_workflow.get("nodes", ()):
+            values = ui_node.get("widgets_values")
+            if str(ui_node.get("id")) == str(slot[0]) and isinstance(values, list) and slot[1] < len(values):
+                values[slot[1]] = value
 
     def to_prompt(self) -> dict:
         """The API prompt ComfyUI would execute for this graph."""
@@ -58,7 +74,8 @@ class Graph:
     def copy(self) -> "Graph":
         return Graph({k: GraphNode(n.id, n.class_type, dict(n.inputs), n.title)
                       for k, n in self.nodes.items()},
-                     self.source, copy.deepcopy(self.ui_workflow), list(self.problems))
+                     self.source, copy.deepcopy(self.ui_workflow), list(self.problems),
+                     dict(self.controls), dict(self.ui_widgets))
 
     def digraph(self) -> nx.DiGraph:
         """Edges run from producer to consumer; links to absent nodes are left out."""

@@ -174,6 +174,9 @@ class Node:
     is_idempotent: ClassVar[bool] = True
     # Bump when a change to `execute` changes results, so that persisted cache entries miss.
     version: ClassVar[str] = "1"
+    # True for nodes that pick model files: their fingerprints (file hashes) go into provenance,
+    # and batches run workflows that pick the same ones together.
+    loads_models: ClassVar[bool] = False
     spec: ClassVar[NodeSpec]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

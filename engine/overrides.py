@@ -37,5 +37,5 @@ def apply_overrides(graph: Graph, assignments: Iterable[tuple[str, str, Any]]) -
             problems.append(NodeError(f"override {node_key}.{input_name}: {what}", input=input_name,
                                       kind="bad_override"))
             continue
-        matches[0].inputs[input_name] = value
+        graph.set_input(matches[0].id, input_name, value)
     return problems

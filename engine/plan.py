@@ -25,13 +25,15 @@ class ExecutionPlan:
     signatures: dict[str, str]
     outputs: list[str]
     skipped: list[str]  # in the graph, but not needed for these outputs
+    model_fingerprints: dict[str, Any]  # loaders' fingerprints (file hashes), for provenance
 
 
-def compute_signatures(graph: Graph, registry: NodeRegistry, order: list[str],
-                       settings: Settings) -> dict[str, str]:
+def compute_signatures(graph: Graph, registry: NodeRegistry, order: list[str], settings: Settings,
+                       fingerprints: dict[str, Any] | None = None) -> dict[str, str]:
     """signature(node) = hash(type, version, fingerprint, constants, upstream signatures + slots).
 
     Node ids never enter the key, so a renumbered or copied sub-graph hits the same entries.
+    Model loaders' fingerprints are also collected into `fingerprints` when given.
     """
     signatures: dict[str, str] = {}
     output_dir = str(Path(settings.output_dir).resolve())
@@ -54,6 +56,9 @@ def compute_signatures(graph: Graph, registry: NodeRegistry, order: list[str],
                 salt = cls.fingerprint(constants, settings)
             except Exception:  # noqa: BLE001 - an unknowable fingerprint means "always re-run"
                 salt = uuid.uuid4().hex
+            else:
+                if cls.loads_models and fingerprints is not None:
+                    fingerprints[node_id] = salt
         payload = [node.class_type, cls.version, salt, inputs]
         if cls.spec.is_output_node:
             payload.append(output_dir)  # a new output folder must receive the files again
@@ -70,7 +75,8 @@ def make_plan(graph: Graph, registry: NodeRegistry, outputs: list[str], cache: A
         needed |= nx.ancestors(digraph, out)
     sub = digraph.subgraph(needed)
     order = list(nx.lexicographical_topological_sort(sub, key=natural_key))
-    signatures = compute_signatures(graph, registry, order, settings)
+    fingerprints: dict[str, Any] = {}
+    signatures = compute_signatures(graph, registry, order, settings, fingerprints)
 
     # Walk upstream from the outputs; a cache hit cuts the walk, so its ancestors need not run.
     run: set[str] = set()
@@ -88,7 +94,7 @@ def make_plan(graph: Graph, registry: NodeRegistry, outputs: list[str], cache: A
         stack.extend(sub.predecessors(node_id))
     keep = run | cached.keys()
     skipped = sorted((n for n in graph.nodes if n not in keep), key=natural_key)
-    return ExecutionPlan([n for n in order if n in keep], cached, signatures, outputs, skipped)
+    return ExecutionPlan([n for n in order if n in keep], cached, signatures, outputs, skipped, fingerprints)
 
 
 def _files_present(output: Any) -> bool:

@@ -7,21 +7,23 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from .batch import MANIFEST_NAME, JobResult, Manifest, output_folder_lock, plan_jobs, run_jobs
 from .cache import NullCache, OutputCache
 from .disk_cache import DiskCache
 from .context import RunInfo
 from .errors import EngineError, NodeError, NodeExecutionError, RunCancelled, ValidationFailed
 from .execute import NodeRecord, run_plan
-from .graph import Graph, natural_key
+from .graph import Graph, LinkRef, natural_key
 from .load import load_workflow
 from .model_store import ModelStore
-from .node import NodeOutput
+from .node import NodeOutput, SavedFiles
 from .overrides import apply_overrides, parse_assignment
 from .plan import make_plan
 from .registry import NodeRegistry
 from .settings import Settings
+from .sweep import Sweep
 from .validate import validate
 
 
@@ -35,7 +37,8 @@ class RunResult:
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     errors: list[NodeError] = field(default_factory=list)
-    metadata: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)  # {node id: what it recorded}
+    provenance: dict = field(default_factory=dict)  # engine version, seeds, model file hashes
     seconds: float = 0.0
 
     @property
@@ -46,6 +49,16 @@ class RunResult:
     def cached(self) -> list[str]:
         """Nodes whose output came from a cache, in memory or on disk."""
         return [n for n, r in self.nodes.items() if r.status in ("cached", "disk")]
+
+    @property
+    def output_files(self) -> list[str]:
+        """Every file the output nodes stand for: written by this run, or earlier and reused."""
+        files = list(self.files)
+        for output in self.outputs.values():
+            for path in output.files if isinstance(output, SavedFiles) else ():
+                if path not in files:
+                    files.append(path)
+        return files
 
     @property
     def from_disk(self) -> list[str]:
@@ -117,7 +130,9 @@ class Session:
             result.nodes[node_id] = NodeRecord(node_id, node.class_type, node.title, "skipped")
         run = RunInfo(checked.graph.to_prompt(), checked.graph.ui_workflow, self.settings,
                       self.settings.torch_device() if _needs_device(plan) else "cpu",
-                      self.on_event, self.cancel_event, files=result.files, metadata=result.metadata)
+                      self.on_event, self.cancel_event, files=result.files, metadata=result.metadata,
+                      provenance=provenance(checked.graph, self.registry, plan))
+        result.provenance = run.provenance
         self.on_event("run_start", {"source": label, "nodes": len(plan.order)})
         try:
             run_plan(plan, checked.graph, self.registry, self.cache, self.models, run,
@@ -137,6 +152,34 @@ class Session:
         return result
 
 
+    def execute_many(self, sources: Iterable[str | Path | dict | Graph] | str | Path | dict | Graph, *,
+                     sweep: Sweep | Mapping[str, Any] | None = None, repeat: int = 1,
+                     overrides: Mapping[str, Any] | Iterable[str] | None = None,
+                     manifest: bool | str | Path = False, resume: bool = True, fail_fast: bool = False,
+                     allow_partial: bool = False) -> Iterator[JobResult]:
+        """Run every (workflow, sweep combination, repeat) job, lazily, one result per job.
+
+        `sources`: files, folders (their .json/.png files), prompts or graphs. `sweep`: a Sweep,
+        or {"NODE.INPUT": values} for a product of axes (values as for --sweep: a list, "1..10",
+        "@file"). `repeat`: runs per combination, seeds following control_after_generate.
+        `manifest`: True for `<output>/manifest.jsonl`, or a path; finished jobs listed there
+        are skipped unless `resume=False`. `fail_fast`: stop after the first job that is not ok.
+        """
+        if isinstance(sources, (str, Path, dict, Graph)):
+            sources = [sources]
+        if isinstance(sweep, Mapping):
+            axes, sweep = sweep, Sweep()
+            for target, values in axes.items():
+                sweep.add(target, values)
+        jobs = plan_jobs(self, sources, sweep, repeat, _assignments(overrides))
+        options = dict(resume=resume, fail_fast=fail_fast, allow_partial=allow_partial)
+        if not manifest:
+            yield from run_jobs(self, jobs, **options)
+            return
+        path = self.settings.output_dir / MANIFEST_NAME if manifest is True else Path(manifest)
+        with output_folder_lock(self.settings.output_dir):
+            yield from run_jobs(self, jobs, manifest=Manifest(path), **options)
+
     def validate(self, source: str | Path | dict | Graph, *,
                  overrides: Mapping[str, Any] | Iterable[str] | None = None) -> RunResult:
         """Load, apply overrides and validate without running anything."""
@@ -154,6 +197,37 @@ class Session:
         return checked, problems + checked.errors
 
 
+def engine_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("run-graph")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def seed_inputs(graph: Graph, registry: NodeRegistry, node_ids: Iterable[str]) -> dict[str, Any]:
+    """{"node.input": value} of every seed-like input (control_after_generate widgets)."""
+    seeds = {}
+    for node_id in sorted(node_ids, key=natural_key):
+        node = graph.nodes[node_id]
+        cls = registry.get(node.class_type)
+        for spec in cls.spec.inputs if cls else ():
+            if spec.control_after_generate and spec.name in node.inputs:
+                seeds[f"{node_id}.{spec.name}"] = node.inputs[spec.name]
+    return seeds
+
+
+def provenance(graph: Graph, registry: NodeRegistry, plan: Any) -> dict:
+    needed = plan.signatures.keys()
+    models = {node_id: {"type": graph.nodes[node_id].class_type,
+                        "inputs": {k: v for k, v in graph.nodes[node_id].inputs.items() if not isinstance(v, LinkRef)},
+                        "sha256": fingerprint}
+              for node_id, fingerprint in sorted(plan.model_fingerprints.items(), key=lambda kv: natural_key(kv[0]))}
+    return {"engine": f"run-graph {engine_version()}", "seeds": seed_inputs(graph, registry, needed),
+            "models": models}
+
+
 def _label(source: Any) -> str | None:
     if isinstance(source, Graph):
         return source.source
@@ -165,7 +239,9 @@ def _needs_device(plan: Any) -> bool:
     return bool(set(plan.order) - plan.cached.keys())
 
 
-def _assignments(overrides: Mapping[str, Any] | Iterable[str] | None) -> list[tuple[str, str, Any]]:
+def _assignments(overrides: Mapping[str, Any] | Iterable[str | tuple] | None) -> list[tuple[str, str, Any]]:
+    """Overrides as (node id or title, input, value): from {"14.seed": 3}, ["14.seed=3"] or
+    [("14", "seed", 3)]."""
     if not overrides:
         return []
     if isinstance(overrides, Mapping):
@@ -176,7 +252,7 @@ def _assignments(overrides: Mapping[str, Any] | Iterable[str] | None) -> list[tu
                 raise ValueError(f"override key {key!r} must be NODE.INPUT")
             out.append((node_key, input_name, value))
         return out
-    return [parse_assignment(text) for text in overrides]
+    return [item if isinstance(item, tuple) else parse_assignment(item) for item in overrides]
 
 
 def _errors_of(exc: Exception, label: str | None) -> list[NodeError]:
@@ -193,3 +269,8 @@ def default_session() -> Session:
 def execute(source: str | Path | dict | Graph, **kwargs: Any) -> RunResult:
     """Run a workflow (path, dict or loaded Graph) in the default session; see Session.execute."""
     return default_session().execute(source, **kwargs)
+
+
+def execute_many(sources: Any, **kwargs: Any) -> Iterator[JobResult]:
+    """Run many jobs in the default session; see Session.execute_many."""
+    return default_session().execute_many(sources, **kwargs)

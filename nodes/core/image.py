@@ -55,8 +55,7 @@ def save_images(ctx, images: Image, prefix: str, compress_level: int) -> tuple[s
     info.add_text("prompt", json.dumps(ctx.run.prompt))
     if ctx.run.workflow is not None:
         info.add_text("workflow", json.dumps(ctx.run.workflow))
-    if ctx.run.metadata:
-        info.add_text("run-graph", json.dumps(ctx.run.metadata, sort_keys=True))
+    info.add_text("run-graph", json.dumps(ctx.run.provenance_record(), sort_keys=True))
 
     # ComfyUI truncates (astype), it does not round: keep that so images match byte for byte.
     arrays = np.clip(pixels.float().cpu().numpy() * 255.0, 0, 255).astype(np.uint8)

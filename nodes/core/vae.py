@@ -123,6 +123,7 @@ class VAELoader(Node):
 
     class_type = "VAELoader"
     display_name = "Load VAE"
+    loads_models = True
     category = "loaders"
 
     vae_name: str = Widget(choices=_vae_files)

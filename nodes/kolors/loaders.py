@@ -79,13 +79,13 @@ def check_text_encoder_folder(folder: Path) -> None:
         raise ModelLoadError(f"no weights in {folder}: expected pytorch_model-*.bin shards or *.safetensors")
 
 
-def folder_fingerprint(settings, folder: Path) -> list[tuple[str, str]]:
-    """(name, sha256) of every file under `folder`: new weights in the same place give new cache
+def folder_fingerprint(settings, folder: Path) -> dict[str, str]:
+    """{name: sha256} of every file under `folder`: new weights in the same place give new cache
     keys downstream. Hashes are computed once per file version (Settings.file_sha256)."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
         raise FileNotFoundError(folder)  # not downloaded yet: no stable key, so the node runs
-    return [(str(p.relative_to(folder)), settings.file_sha256(p)) for p in files]
+    return {str(p.relative_to(folder)): settings.file_sha256(p) for p in files}
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ class DownloadAndLoadKolorsModel(Node):
 
     class_type = "DownloadAndLoadKolorsModel"
     display_name = "(Down)load Kolors Model"
+    loads_models = True
     category = "KwaiKolorsWrapper"
 
     model: Literal["Kwai-Kolors/Kolors"] = Widget("Kwai-Kolors/Kolors")
@@ -127,6 +128,7 @@ class DownloadAndLoadChatGLM3(Node):
 
     class_type = "DownloadAndLoadChatGLM3"
     display_name = "(Down)load ChatGLM3 Model"
+    loads_models = True
     category = "KwaiKolorsWrapper"
 
     precision: Literal["fp16", "quant4", "quant8"] = Widget("fp16")

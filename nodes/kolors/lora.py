@@ -213,6 +213,7 @@ class LoadKolorsLoRA(Node):
 
     class_type = "LoadKolorsLoRA"
     display_name = "Load Kolors LoRA"
+    loads_models = True
     category = "KwaiKolorsWrapper"
 
     kolors_model: KolorsModel = Link()
@@ -234,6 +235,7 @@ class KolorsLoraLoaderModelOnly(Node):
 
     class_type = "KolorsLoraLoaderModelOnly"
     display_name = "Kolors LoRA (strength)"
+    loads_models = True
     category = "KwaiKolorsWrapper"
 
     kolors_model: KolorsModel = Link()

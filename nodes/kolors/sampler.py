@@ -73,6 +73,16 @@ class KolorsSampler(Node):
     # device; "device" draws on the run's device instead.
     noise_device: Literal["cpu", "device"] = Widget("cpu", optional=True)
 
+    @classmethod
+    def check_inputs(cls, constants, linked_types, settings):
+        # img2img keeps int(steps * denoise_strength) steps; zero would return the input unchanged
+        steps, strength = constants.get("steps"), constants.get("denoise_strength", 1.0)
+        if "latent" in linked_types and isinstance(steps, int) and isinstance(strength, (int, float)) \
+                and int(steps * strength) < 1:
+            return [("denoise_strength", f"with a latent, steps x denoise_strength must be at least 1 "
+                                         f"({steps} x {strength} runs no step); raise either")]
+        return []
+
     def execute(self, ctx) -> LatentOut:
         import torch
 
