@@ -149,6 +149,9 @@ def _run_batch(args: argparse.Namespace, settings: Settings) -> int:
         statuses.append(outcome.status)
         if outcome.result is None:
             log.info("%s: done in an earlier run, skipped", outcome.job.label)
+            if args.json and not events:
+                sys.stdout.buffer.write(orjson.dumps({"file": outcome.job.label, "status": "done",
+                                                      "job": outcome.job.id}) + b"\n")
             continue
         if is_batch:
             outcome.result.source = outcome.job.label

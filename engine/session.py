@@ -151,7 +151,6 @@ class Session:
             self.on_event("run_end", {"source": label, "status": result.status})
         return result
 
-
     def execute_many(self, sources: Iterable[str | Path | dict | Graph] | str | Path | dict | Graph, *,
                      sweep: Sweep | Mapping[str, Any] | None = None, repeat: int = 1,
                      overrides: Mapping[str, Any] | Iterable[str] | None = None,
