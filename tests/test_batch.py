@@ -95,7 +95,8 @@ def test_an_image_written_by_a_batch_reproduces_itself_byte_for_byte(batch_model
     assert "diffusion_pytorch_model.fp16.safetensors" in provenance["models"]["6"]["sha256"]
     ui_sampler = next(n for n in json.loads(chunks["workflow"])["nodes"] if n["id"] == 14)
     assert ui_sampler["widgets_values"][:3] == [64, 64, 12]  # the UI workflow shows what ran
-    code = main([str(written), "--models-dir", str(batch_models), "--output-dir", str(tmp_path / "replay"), "-q"])
+    code = main([str(written), "--models-dir", str(batch_models), "--output-dir", str(tmp_path / "replay"),
+                 "--no-cache", "-q"])  # recomputed from scratch, not read back from the cache
     [replayed] = (tmp_path / "replay" / "previews").glob("*.png")
     assert code == 0 and replayed.read_bytes() == written.read_bytes()
 

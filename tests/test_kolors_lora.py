@@ -178,7 +178,7 @@ def test_alpha_zero_equals_base_and_base_after_lora_equals_a_fresh_process(lora_
 
     (tmp_path / "base.json").write_text(json.dumps(txt2img(steps=2, seed=43)))
     subprocess.run([sys.executable, "-m", "engine.cli", str(tmp_path / "base.json"), "--models-dir", str(lora_models),
-                    "--output-dir", str(tmp_path / "fresh"), "--device", "cpu", "-q"], check=True)
+                    "--output-dir", str(tmp_path / "fresh"), "--device", "cpu", "--no-cache", "-q"], check=True)
     fresh = sorted((tmp_path / "fresh" / "previews").iterdir())
     assert [Path(f).read_bytes() for f in after] == [f.read_bytes() for f in fresh]
 
