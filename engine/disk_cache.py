@@ -131,6 +131,11 @@ class DiskCache:
         self.max_bytes = max_bytes
         self._device = device  # resolved on first use: "auto" costs a torch import
         self._salt: str | None = None
+        # The folder's size as of the last scan plus what this process wrote since: a scan per
+        # write would cost O(entries). Rescanned when over the limit, or after a minute, since
+        # other processes write too.
+        self._size_estimate: int | None = None
+        self._scanned_at = 0.0
 
     @property
     def salt(self) -> str:
@@ -193,7 +198,11 @@ class DiskCache:
             blob = serialize({}, metadata=metadata)
         try:
             atomic_write(self._path(signature), lambda handle: handle.write(blob))
-            self.evict()
+            if self._size_estimate is None or self._size_estimate + len(blob) > self.max_bytes \
+                    or time.monotonic() - self._scanned_at > 60:
+                self.evict()
+            else:
+                self._size_estimate += len(blob)
         except OSError as exc:  # a full or read-only disk costs speed, not the run
             log.warning("could not write the cache entry for %s: %s", signature[:12], exc)
             return 0
@@ -214,11 +223,14 @@ class DiskCache:
                 if e.name.startswith(TEMP_PREFIX) and now - e.stat().st_mtime > 3600:
                     Path(e.path).unlink(missing_ok=True)
         entries = sorted(((e.stat().st_mtime, e.stat().st_size, e.path) for e in self.entries()), reverse=True)
-        total = 0
+        total = kept = 0
         for _, size, path in entries:
             total += size
             if total > self.max_bytes:
                 Path(path).unlink(missing_ok=True)
+            else:
+                kept += size
+        self._size_estimate, self._scanned_at = kept, time.monotonic()
 
     def size(self) -> tuple[int, int]:
         """(entries, bytes)."""
