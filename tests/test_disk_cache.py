@@ -175,6 +175,11 @@ def test_kolors_in_separate_processes_second_run_executes_nothing_and_new_seed_s
     second = _run_cli(txt2img(steps=2), tiny_models, tmp_path, "a")
     assert [n for n, r in second["nodes"].items() if r["status"] == "executed"] == []
     assert second["nodes"]["3"]["status"] == "disk" and second["files"] == []
+    for path in first["files"]:
+        Path(path).unlink()
+    rewritten = _run_cli(txt2img(steps=2), tiny_models, tmp_path, "a")  # only the output node runs
+    assert [n for n, r in rewritten["nodes"].items() if r["status"] == "executed"] == ["3"]
+    assert rewritten["nodes"]["10"]["status"] == "disk" and len(rewritten["files"]) == 2
     reseeded = _run_cli(txt2img(steps=2, seed=9), tiny_models, tmp_path, "b")
     status = {n: r["status"] for n, r in reseeded["nodes"].items()}
     assert status["13"] == "skipped" and status["12"] == "disk" and reseeded["nodes"]["12"]["bytes"] > 0
