@@ -77,25 +77,21 @@ def repeat_overrides(graph: Graph, registry: Any, step: int, salt: str) -> list[
     ComfyUI applies it after every queued run: fixed, increment, decrement or randomize. Modes
     come from the saved UI workflow; an API prompt carries none, and its seeds increment."""
     changes = []
-    for node_id, node in graph.nodes.items():
-        cls = registry.get(node.class_type)
-        for spec in cls.spec.inputs if cls else ():
-            value = node.inputs.get(spec.name)
-            if not spec.control_after_generate or step == 0 or not isinstance(value, int) \
-                    or isinstance(value, bool):
-                continue
-            mode = graph.controls.get((node_id, spec.name), "increment" if graph.ui_workflow is None else "fixed")
-            low = int(spec.ge) if spec.ge is not None else 0
-            high = int(spec.le) if spec.le is not None else RANDOM_SEED_MAX
-            if mode == "increment":
-                new = low + (value + step - low) % (high - low + 1)
-            elif mode == "decrement":
-                new = low + (value - step - low) % (high - low + 1)
-            elif mode == "randomize":
-                new = random.Random(f"{salt}:{node_id}:{step}").randint(low, min(high, RANDOM_SEED_MAX))
-            else:
-                continue
-            changes.append((node_id, spec.name, new))
+    for node, spec, value in registry.seed_widgets(graph.nodes.values()):
+        if step == 0 or not isinstance(value, int) or isinstance(value, bool):
+            continue
+        mode = graph.controls.get((node.id, spec.name), "increment" if graph.ui_workflow is None else "fixed")
+        low = int(spec.ge) if spec.ge is not None else 0
+        high = int(spec.le) if spec.le is not None else RANDOM_SEED_MAX
+        if mode == "increment":
+            new = low + (value + step - low) % (high - low + 1)
+        elif mode == "decrement":
+            new = low + (value - step - low) % (high - low + 1)
+        elif mode == "randomize":
+            new = random.Random(f"{salt}:{node.id}:{step}").randint(low, min(high, RANDOM_SEED_MAX))
+        else:
+            continue
+        changes.append((node.id, spec.name, new))
     return changes
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import difflib
 from importlib.metadata import entry_points
-from typing import Iterable
+from typing import Any, Iterable, Iterator
 
-from .node import Node, NodeSpec
+from .node import InputSpec, Node, NodeSpec
 
 ENTRY_POINT_GROUP = "run_graph.nodes"
 
@@ -51,6 +51,15 @@ class NodeRegistry:
 
     def __len__(self) -> int:
         return len(self._classes)
+
+    def seed_widgets(self, nodes: Iterable[Any]) -> Iterator[tuple[Any, InputSpec, Any]]:
+        """(node, input spec, value) of each seed-like widget (control_after_generate) that is
+        set on `nodes` (GraphNodes), in the nodes' order."""
+        for node in nodes:
+            spec = self.spec(node.class_type)
+            for widget in spec.inputs if spec else ():
+                if widget.control_after_generate and widget.name in node.inputs:
+                    yield node, widget, node.inputs[widget.name]
 
     def suggest(self, class_type: str) -> list[str]:
         return difflib.get_close_matches(class_type, list(self._classes), n=3, cutoff=0.6)

@@ -207,14 +207,8 @@ def engine_version() -> str:
 
 def seed_inputs(graph: Graph, registry: NodeRegistry, node_ids: Iterable[str]) -> dict[str, Any]:
     """{"node.input": value} of every seed-like input (control_after_generate widgets)."""
-    seeds = {}
-    for node_id in sorted(node_ids, key=natural_key):
-        node = graph.nodes[node_id]
-        cls = registry.get(node.class_type)
-        for spec in cls.spec.inputs if cls else ():
-            if spec.control_after_generate and spec.name in node.inputs:
-                seeds[f"{node_id}.{spec.name}"] = node.inputs[spec.name]
-    return seeds
+    nodes = (graph.nodes[node_id] for node_id in sorted(node_ids, key=natural_key))
+    return {f"{node.id}.{widget.name}": value for node, widget, value in registry.seed_widgets(nodes)}
 
 
 def provenance(graph: Graph, registry: NodeRegistry, plan: Any) -> dict:
