@@ -20,6 +20,7 @@ import orjson
 
 from .atomic import TEMP_PREFIX
 from .errors import EngineError, NodeError
+from .file_hashes import sha256_file
 from .graph import Graph, LinkRef
 from .overrides import apply_overrides
 from .sweep import Assignment, Sweep
@@ -206,16 +207,11 @@ def output_folder_lock(folder: Path):
         yield
 
 
-def _sha256(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
 def manifest_line(job: Job, result: Any) -> dict:
     return {
         "job": job.id, "source": job.source, "overrides": {f"{n}.{i}": v for n, i, v in job.overrides},
         "seeds": result.provenance.get("seeds", {}), "status": result.status,
-        "files": [{"path": f, "sha256": _sha256(f), **({} if f in result.files else {"reused": True})}
+        "files": [{"path": f, "sha256": sha256_file(f), **({} if f in result.files else {"reused": True})}
                   for f in result.output_files],
         "seconds": round(result.seconds, 6),
         "nodes": {s: sum(r.status == s for r in result.nodes.values()) for s in ("executed", "cached", "disk")},

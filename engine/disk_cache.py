@@ -22,6 +22,7 @@ from typing import Any, Callable
 from .atomic import TEMP_PREFIX, atomic_write
 from .model_store import ModelHandle
 from .node import EdgeValue, NodeOutput
+from .settings import package_version
 
 log = logging.getLogger("run_graph.cache")
 FORMAT = "run-graph-output/1"
@@ -110,18 +111,12 @@ class DiskEntry:
 def environment_tag(device: str) -> str:
     """What changes numerics without changing a graph: the engine and library versions, and the
     device (for GPUs, the model: kernels differ between them)."""
-    from importlib.metadata import PackageNotFoundError, version
-
     parts = [FORMAT, f"device={device.split(':')[0]}"]
     if device.startswith("cuda"):
         import torch
 
         parts.append(torch.cuda.get_device_name(device))
-    for package in ("run-graph", "torch", "diffusers", "transformers"):
-        try:
-            parts.append(f"{package}={version(package)}")
-        except PackageNotFoundError:
-            parts.append(f"{package}=none")
+    parts += [f"{package}={package_version(package)}" for package in ("run-graph", "torch", "diffusers", "transformers")]
     return ";".join(parts)
 
 

@@ -12,6 +12,11 @@ from .atomic import atomic_write
 INDEX_NAME = "file-hashes.json"
 
 
+def sha256_file(path: Path | str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 class FileHashes:
     def __init__(self, folder: Path | None):
         self.index_path = folder / INDEX_NAME if folder else None
@@ -35,8 +40,7 @@ class FileHashes:
             entry = known.get(str(path))
             if entry and entry[:2] == stamp:
                 return entry[2]
-        with open(path, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        digest = sha256_file(path)
         with self._lock:
             known[str(path)] = stamp + [digest]
             if self.index_path:

@@ -22,7 +22,7 @@ from .node import NodeOutput, SavedFiles
 from .overrides import apply_overrides, parse_assignment
 from .plan import make_plan
 from .registry import NodeRegistry
-from .settings import Settings
+from .settings import Settings, package_version
 from .sweep import Sweep
 from .validate import validate
 
@@ -196,15 +196,6 @@ class Session:
         return checked, problems + checked.errors
 
 
-def engine_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("run-graph")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def seed_inputs(graph: Graph, registry: NodeRegistry, node_ids: Iterable[str]) -> dict[str, Any]:
     """{"node.input": value} of every seed-like input (control_after_generate widgets)."""
     nodes = (graph.nodes[node_id] for node_id in sorted(node_ids, key=natural_key))
@@ -217,7 +208,7 @@ def provenance(graph: Graph, registry: NodeRegistry, plan: Any) -> dict:
                         "inputs": {k: v for k, v in graph.nodes[node_id].inputs.items() if not isinstance(v, LinkRef)},
                         "sha256": fingerprint}
               for node_id, fingerprint in sorted(plan.model_fingerprints.items(), key=lambda kv: natural_key(kv[0]))}
-    return {"engine": f"run-graph {engine_version()}", "seeds": seed_inputs(graph, registry, needed),
+    return {"engine": f"run-graph {package_version('run-graph')}", "seeds": seed_inputs(graph, registry, needed),
             "models": models}
 
 

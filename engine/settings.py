@@ -15,6 +15,16 @@ _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "m": 2**20, "mb": 2**20, "g": 
           "t": 2**40, "tb": 2**40}
 
 
+def package_version(name: str) -> str:
+    """An installed distribution's version, read from its metadata (no import), or "none"."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "none"
+
+
 def _default_models_dir() -> Path:
     return Path(os.environ.get(MODELS_DIR_ENV, "models"))
 
@@ -71,9 +81,7 @@ class Settings:
     def torch_device(self) -> str:
         if self.device != "auto":
             return self.device
-        from importlib.metadata import version
-
-        if version("torch").endswith("+cpu"):
+        if package_version("torch").endswith("+cpu"):
             return "cpu"  # a CPU-only build: known without the second it takes to import torch
         import torch  # deferred: the engine core runs without touching torch
 
