@@ -174,17 +174,14 @@ class Manifest:
         import os
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as handle:
-            if handle.tell() and not self._ends_with_newline():
-                handle.write(b"\n")  # after a torn last line, start a fresh one
+        with open(self.path, "a+b") as handle:  # appends go to the end whatever the position
+            if handle.seek(0, 2):
+                handle.seek(-1, 2)
+                if handle.read(1) != b"\n":
+                    handle.write(b"\n")  # after a torn last line, start a fresh one
             handle.write(orjson.dumps(line) + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
-
-    def _ends_with_newline(self) -> bool:
-        with open(self.path, "rb") as handle:
-            handle.seek(-1, 2)
-            return handle.read(1) == b"\n"
 
 
 @contextmanager

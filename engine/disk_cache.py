@@ -203,23 +203,27 @@ class DiskCache:
             return 0
         return len(blob)
 
-    def entries(self) -> list[os.DirEntry]:
+    def _files(self) -> list[os.DirEntry]:
         if not self.folder.exists():
             return []
-        return [e for sub in os.scandir(self.folder) if sub.is_dir()
-                for e in os.scandir(sub.path) if e.name.endswith(SUFFIX) and not e.name.startswith(TEMP_PREFIX)]
+        return [e for sub in os.scandir(self.folder) if sub.is_dir() for e in os.scandir(sub.path)]
+
+    def entries(self) -> list[os.DirEntry]:
+        return [e for e in self._files() if e.name.endswith(SUFFIX) and not e.name.startswith(TEMP_PREFIX)]
 
     def evict(self) -> None:
         """Drop least recently used entries beyond the size limit, and temp files that a killed
-        process left behind."""
-        now = time.time()
-        for sub in os.scandir(self.folder):
-            for e in os.scandir(sub.path) if sub.is_dir() else ():
-                if e.name.startswith(TEMP_PREFIX) and now - e.stat().st_mtime > 3600:
+        process left behind, in one pass over the folder."""
+        now, entries = time.time(), []
+        for e in self._files():
+            stat = e.stat()
+            if e.name.startswith(TEMP_PREFIX):
+                if now - stat.st_mtime > 3600:
                     Path(e.path).unlink(missing_ok=True)
-        entries = sorted(((e.stat().st_mtime, e.stat().st_size, e.path) for e in self.entries()), reverse=True)
+            elif e.name.endswith(SUFFIX):
+                entries.append((stat.st_mtime, stat.st_size, e.path))
         total = kept = 0
-        for _, size, path in entries:
+        for _, size, path in sorted(entries, reverse=True):
             total += size
             if total > self.max_bytes:
                 Path(path).unlink(missing_ok=True)

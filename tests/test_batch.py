@@ -177,3 +177,16 @@ def test_sweep_values_files_and_errors(tmp_path):
     with pytest.raises(SweepError, match="differ in length"):
         build_sweep(zipped=["12.prompt=[1,2]", "14.cfg=[1]"]).combinations()
     assert main(["x.json", "--sweep", "14.seed=@missing.txt"]) == 2
+
+
+def test_manifest_skips_a_torn_last_line_and_appends_after_it(tmp_path):
+    from engine.batch import Manifest
+
+    (tmp_path / "done.png").write_bytes(b"x")
+    manifest = Manifest(tmp_path / "manifest.jsonl")
+    manifest.append({"job": "a", "status": "ok", "files": [{"path": str(tmp_path / "done.png")}]})
+    with open(manifest.path, "ab") as handle:
+        handle.write(b'{"job": "b", "sta')  # killed while writing
+    manifest.append({"job": "c", "status": "ok", "files": []})
+    assert set(manifest.finished()) == {"a", "c"}
+    assert manifest.path.read_bytes().count(b"\n") == 3
