@@ -8,6 +8,7 @@ subtracting would drift by rounding).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import re
 from contextlib import contextmanager
@@ -66,10 +67,19 @@ def _parse_key(key: str) -> tuple[str, str] | None:
 
 def read_lora(path: Path) -> dict[str, LoraLayer]:
     """The file's layers, its format told by the keys. Raises ModelLoadError listing the keys that
-    follow no known scheme and the layers that lack half of their pair."""
+    follow no known scheme and the layers that lack half of their pair.
+
+    The LoRA node checks a file and every sampler call applies it: the last two files read are
+    kept (by size and mtime, so a rewritten file is read again) rather than read from disk each time."""
+    stat = Path(path).stat()
+    return _read_lora_version(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_lora_version(path: str, size: int, mtime_ns: int) -> dict[str, LoraLayer]:
     layers: dict[str, LoraLayer] = {}
     unknown = []
-    for key, tensor in read_state_dict(path).items():
+    for key, tensor in read_state_dict(Path(path)).items():
         if (parsed := _parse_key(key)) is None:
             unknown.append(key)
             continue
