@@ -1,29 +1,47 @@
 """`run-graph`: a thin argparse wrapper over `Session`.
 
-Exit codes: 0 every workflow ran; 2 bad input (unreadable or invalid workflow, missing model);
-1 a runtime failure. Results go to stdout (`--json`: one object per file); logs and progress go
-to stderr, and progress bars only appear on a terminal.
+Exit codes: 0 every workflow ran; 2 bad input (unreadable or invalid workflow, missing model, a
+malformed command-line value); 1 a runtime failure; 75 (EX_TEMPFAIL) the output folder is held by
+another batch, so the same command can simply be retried later. Results go to stdout (`--json`:
+one `schemas.RunReport` object per job); logs, warnings and progress go to stderr, and progress
+bars only appear on a terminal.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import orjson
 
-from .errors import EngineError
-from .session import RunResult, Session, default_registry
+from schemas import RunReport
+from schemas.report import json_schema
+
+from .batch import FolderBusy, JobResult
 from .disk_cache import DiskCache
-from .settings import CACHE_DIR_ENV, MODELS_DIR_ENV, Settings
-from .sweep import build_sweep
+from .errors import EngineError
+from .overrides import parse_assignment
+from .registry import default_registry
+from .result import RunResult
+from .session import Session
+from .settings import CACHE_DIR_ENV, MODELS_DIR_ENV, Settings, parse_size
+from .sweep import Sweep, load_sweep_file
 
 log = logging.getLogger("run_graph")
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_BUSY = 0, 1, 2, 75
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class UsageError(Exception):
+    """A command-line value that cannot be used: reported as one line naming the flag, exit 2."""
+
+    def __init__(self, flag: str, value: Any, reason: str):
+        super().__init__(f"{flag} {str(value)!r}: {reason}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-zip", action="append", default=[], metavar="NODE.INPUT=VALUES",
                    help="axes that advance together (same length), multiplied with --sweep axes")
     p.add_argument("--sweep-file", type=Path, help="a JSON or YAML file with 'product' and/or 'zip' axes")
-    p.add_argument("--repeat", type=int, default=1, metavar="N",
+    p.add_argument("--repeat", default="1", metavar="N",
                    help="run each job N times, seeds following the workflow's control_after_generate")
     p.add_argument("--fail-fast", action="store_true", help="stop a batch at the first job that fails")
     p.add_argument("--no-resume", action="store_true",
@@ -52,11 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", type=Path, default=None,
                    help=f"models folder in ComfyUI's layout (default ${MODELS_DIR_ENV} or ./models)")
     p.add_argument("--device", default="auto", help="auto (cuda when present), cpu, cuda, cuda:1...")
-    p.add_argument("--json", action="store_true", help="print one JSON object per file on stdout")
+    p.add_argument("--noise-device", choices=["cpu", "device"], default=None,
+                   help="where samplers draw initial noise: device (the run's, as ComfyUI and the Kolors "
+                        "wrapper do; the default) or cpu (the same image on every device)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per job on stdout")
+    p.add_argument("--json-schema", action="store_true", help="print the JSON Schema of --json lines")
     p.add_argument("--partial", action="store_true",
                    help="run the outputs that are valid even when others are not (as ComfyUI does)")
     p.add_argument("--allow-unsafe-paths", action="store_true",
-                   help="allow absolute paths and '..' in path inputs")
+                   help="allow input files (images) outside the input folder; outputs always stay "
+                        "inside the output folder")
     p.add_argument("--no-cache", action="store_true", help="do not reuse node outputs, in memory or on disk")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help=f"where node outputs persist between runs (default ${CACHE_DIR_ENV} or the user cache dir)")
@@ -90,6 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return 130
+    except UsageError as exc:
+        log.error("run-graph: %s", exc)
+        return EXIT_INVALID
+    except FolderBusy as exc:
+        log.error("run-graph: %s", exc)
+        return EXIT_BUSY
     except EngineError as exc:
         log.error("error: %s", exc)
         return EXIT_INVALID
@@ -104,34 +133,64 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     if args.list_nodes:
         return _list_nodes(args.json)
-    optional = {"models_dir": args.models_dir, "cache_dir": args.cache_dir, "cache_size": args.cache_size,
-                "ram_budget": args.ram_budget, "vram_budget": args.vram_budget}
-    try:
-        settings = Settings(output_dir=args.output_dir, input_dir=args.input_dir, device=args.device,
-                            allow_unsafe_paths=args.allow_unsafe_paths,
-                            **{k: v for k, v in optional.items() if v is not None})
-    except ValueError as exc:
-        log.error("run-graph: %s", exc)
-        return EXIT_INVALID
+    if args.json_schema:
+        sys.stdout.buffer.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2) + b"\n")
+        return EXIT_OK
+    settings = _settings(args)
     if args.cache_info or args.clear_cache:
         return _cache_command(settings, args.clear_cache, args.json)
     if not args.files:
-        log.error("run-graph: no workflow file given (see run-graph --help)")
-        return EXIT_INVALID
+        raise UsageError("FILES", "", "no workflow file given (see run-graph --help)")
+    overrides = [_parsed("--set", text, parse_assignment) for text in args.overrides]
     if args.validate:
         session = Session(default_registry(), settings)
         statuses = []
         for path in args.files:
-            result = session.validate(path, overrides=args.overrides)
+            result = session.validate(path, overrides=overrides)
             statuses.append(result.status)
             _report(result, args.json)
         return _exit_code(statuses)
-    return _run_batch(args, settings)
+    return _run_batch(args, settings, overrides, _sweep(args), _positive("--repeat", args.repeat))
 
 
-def _run_batch(args: argparse.Namespace, settings: Settings) -> int:
-    sweep = build_sweep(args.sweep, args.sweep_zip, args.sweep_file)
-    is_batch = bool(sweep) or args.repeat > 1 or len(args.files) > 1 or any(p.is_dir() for p in args.files)
+def _parsed(flag: str, value: Any, parse) -> Any:
+    try:
+        return parse(value)
+    except (ValueError, EngineError) as exc:
+        raise UsageError(flag, value, str(exc).removeprefix(f"{value}: ")) from None
+
+
+def _positive(flag: str, text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(flag, text, "expected a whole number of at least 1")
+    return int(text)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    sizes = {}
+    for flag, name in (("--cache-size", "cache_size"), ("--ram-budget", "ram_budget"), ("--vram-budget", "vram_budget")):
+        if (value := getattr(args, name)) is not None:
+            sizes[name] = _parsed(flag, value, parse_size)
+    if not _DEVICE.match(args.device):
+        raise UsageError("--device", args.device, "expected auto, cpu, cuda, cuda:N or mps")
+    optional = {"models_dir": args.models_dir, "cache_dir": args.cache_dir, **sizes}
+    return Settings(output_dir=args.output_dir, input_dir=args.input_dir, device=args.device,
+                    allow_unsafe_paths=args.allow_unsafe_paths, noise_device=args.noise_device,
+                    **{k: v for k, v in optional.items() if v is not None})
+
+
+def _sweep(args: argparse.Namespace) -> Sweep:
+    sweep = Sweep() if args.sweep_file is None else _parsed("--sweep-file", args.sweep_file, load_sweep_file)
+    for flag, texts in (("--sweep", args.sweep), ("--sweep-zip", args.sweep_zip)):
+        for text in texts:
+            _parsed(flag, text, lambda t, zipped=flag == "--sweep-zip": sweep.add_assignment(t, zipped=zipped))
+    if sweep.zipped:
+        _parsed("--sweep-zip", " ".join(args.sweep_zip), lambda _: sweep.combinations())  # same lengths
+    return sweep
+
+
+def _run_batch(args: argparse.Namespace, settings: Settings, overrides: list, sweep: Sweep, repeat: int) -> int:
+    is_batch = bool(sweep) or repeat > 1 or len(args.files) > 1 or any(p.is_dir() for p in args.files)
     events = _EventStream() if args.events else None
     progress = _Progress(enabled=sys.stderr.isatty() and not args.quiet)
 
@@ -142,25 +201,29 @@ def _run_batch(args: argparse.Namespace, settings: Settings) -> int:
 
     session = Session(default_registry(), settings, cache=not args.no_cache, on_event=on_event)
     statuses = []
-    for outcome in session.execute_many(args.files, sweep=sweep, repeat=args.repeat, overrides=args.overrides,
+    for outcome in session.execute_many(args.files, sweep=sweep, repeat=repeat, overrides=overrides,
                                         manifest=is_batch, resume=not args.no_resume,
                                         fail_fast=args.fail_fast, allow_partial=args.partial):
         progress.close_steps()
         statuses.append(outcome.status)
         if outcome.result is None:
             log.info("%s: done in an earlier run, skipped", outcome.job.label)
-            if args.json and not events:
-                sys.stdout.buffer.write(orjson.dumps({"file": outcome.job.label, "status": "done",
-                                                      "job": outcome.job.id}) + b"\n")
+            _emit(_done_report(outcome), args.json and not events)
             continue
         if is_batch:
             outcome.result.source = outcome.job.label
-        report = {**outcome.result.to_report(), **({"job": outcome.job.id} if is_batch else {})}
+        report = outcome.result.to_report(job=outcome.job.id if is_batch else None)
         if events:
-            events("job_report", report)
+            events("job_report", report.model_dump(mode="json"))
         _report(outcome.result, args.json and not events, report)
     progress.close()
     return _exit_code(statuses)
+
+
+def _done_report(outcome: JobResult) -> RunReport:
+    line = outcome.manifest_line
+    files = [{k: f[k] for k in ("path", "bytes", "sha256")} | {"reused": True} for f in line.get("files", ())]
+    return RunReport(file=outcome.job.label, status="done", job=outcome.job.id, files=files)
 
 
 def _exit_code(statuses: list[str]) -> int:
@@ -169,11 +232,17 @@ def _exit_code(statuses: list[str]) -> int:
     return EXIT_FAILED if "failed" in statuses else EXIT_OK
 
 
-def _report(result: RunResult, as_json: bool, report: dict | None = None) -> None:
+def _emit(report: RunReport, as_json: bool) -> None:
     if as_json:
-        sys.stdout.buffer.write(orjson.dumps(report or result.to_report()) + b"\n")
+        sys.stdout.buffer.write(report.model_dump_json().encode() + b"\n")
         sys.stdout.flush()
+
+
+def _report(result: RunResult, as_json: bool, report: RunReport | None = None) -> None:
+    _emit(report or result.to_report(), as_json)
     counts = {s: sum(r.status == s for r in result.nodes.values()) for s in ("executed", "cached", "disk")}
+    for warning in result.warnings:
+        log.warning("%s: warning: %s", result.source, warning.describe().removeprefix(f"{result.source}, "))
     if result.status == "ok":
         log.info("%s: ok in %.2fs (%d executed, %d cached in memory, %d from disk)", result.source,
                  result.seconds, counts["executed"], counts["cached"], counts["disk"])

@@ -4,12 +4,13 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from .atomic import atomic_write
+from .atomic import atomic_write, create_new
 from .errors import RunCancelled
+from .file_hashes import FileStamp, stamp_file
 from .model_store import ModelStore
-from .settings import Settings
+from .settings import Settings, UnsafePathError
 
 EventSink = Callable[[str, dict], None]
 
@@ -26,6 +27,7 @@ class RunInfo:
     cancel: threading.Event
     metadata: dict = field(default_factory=dict)  # {node id: what it recorded}, e.g. wildcard choices
     files: list[str] = field(default_factory=list)
+    stamps: dict[str, FileStamp] = field(default_factory=dict)  # of each file written, by path
     provenance: dict = field(default_factory=dict)  # engine version, seeds, model hashes
 
     def provenance_record(self) -> dict:
@@ -62,11 +64,26 @@ class NodeContext:
 
     def output_path(self, relative: str) -> Path:
         """A path inside the output folder; names that would leave it are refused."""
-        return self.settings.contained_path(self.settings.output_dir, relative, "output path")
+        return self.settings.output_path(relative)
 
     def write_file(self, path: Path, write: Callable[[Any], None]) -> Path:
-        """Write through a temporary file and rename, so no half-written file is ever visible."""
-        atomic_write(path, write)
+        """Write `path` (inside the output folder) through a temporary file and a rename, so no
+        half-written file is ever visible; an existing file of that name is replaced."""
+        return self._written(atomic_write(self._inside_output(path), write))
+
+    def write_new_file(self, folder: Path, names: Iterable[str], write: Callable[[Any], None]) -> Path:
+        """Write under the first of `names` that no file in `folder` has, claimed atomically:
+        two runs saving the same series at once never get the same name."""
+        return self._written(create_new(self._inside_output(folder), names, write))
+
+    def _inside_output(self, path: Path) -> Path:
+        # Nodes build their paths with output_path(); this guards against any that do not.
+        if not Path(path).resolve().is_relative_to(self.settings.output_dir.resolve()):
+            raise UnsafePathError(f"{path} is outside the output folder {self.settings.output_dir}")
+        return Path(path)
+
+    def _written(self, path: Path) -> Path:
         self.run.files.append(str(path))
+        self.run.stamps[str(path)] = stamp_file(path)
         self.run.events("file", {"node_id": self.node_id, "path": str(path)})
         return path

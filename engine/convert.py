@@ -3,7 +3,9 @@
 Mirrors the frontend's `graphToPrompt` (Comfy-Org/ComfyUI_frontend:src/utils/executionUtil.ts):
 - `widgets_values` map onto widget inputs in declaration order; an INT named seed/noise_seed (or
   flagged `control_after_generate`) is followed by a UI-only slot that is skipped;
-- missing trailing widgets take their defaults;
+- missing trailing widgets take their defaults, with a warning naming each (the frontend does the
+  same silently);
+- node ids must be unique within each graph level: a file where two nodes share one is refused;
 - Note/MarkdownNote are dropped, Reroute is followed, PrimitiveNode values are pushed into their
   targets, muted nodes (mode 2) vanish, bypassed nodes (mode 4) pass an input of the right type
   through, and subgraph instances are flattened into colon ids ("12:5").
@@ -43,7 +45,13 @@ class _Scope:
 
     def __init__(self, nodes: list[UINode], links: list, prefix: str, parent: "_Scope | None" = None,
                  instance: UINode | None = None, definition: SubgraphDefinition | None = None):
-        self.nodes = {str(n.id): n for n in nodes}
+        self.nodes: dict[str, UINode] = {}
+        self.duplicates: list[tuple[UINode, UINode]] = []
+        for node in nodes:
+            if str(node.id) in self.nodes:
+                self.duplicates.append((self.nodes[str(node.id)], node))
+            else:
+                self.nodes[str(node.id)] = node
         self.links = {link.id: link for link in links}
         self.prefix, self.parent, self.instance, self.definition = prefix, parent, instance, definition
         self.depth = 0 if parent is None else parent.depth + 1
@@ -83,17 +91,25 @@ class _Converter:
         self.subgraphs = workflow.all_subgraphs()
         self.nodes: dict[str, GraphNode] = {}
         self.problems: list[NodeError] = []
+        self.warnings: list[NodeError] = []
         self._scopes: dict[str, _Scope] = {}
         self.controls: dict[tuple[str, str], str] = {}
         self.ui_widgets: dict[tuple[str, str], tuple] = {}
 
     def run(self) -> Graph:
         self._emit_scope(_Scope(self.workflow.nodes, self.workflow.links, ""))
-        return Graph(self.nodes, problems=self.problems, controls=self.controls, ui_widgets=self.ui_widgets)
+        return Graph(self.nodes, problems=self.problems, warnings=self.warnings, controls=self.controls,
+                     ui_widgets=self.ui_widgets)
 
     # -- emission ---------------------------------------------------------------------------
 
     def _emit_scope(self, scope: _Scope) -> None:
+        for first, second in scope.duplicates:
+            # Links name nodes by id: with two nodes on one id, which one a link means is a guess.
+            self.problems.append(NodeError(
+                f"node id {first.id} is used by two nodes: {_describe(first)} and {_describe(second)}; "
+                "links cannot tell them apart", node_id=scope.prefix + str(first.id), node_type=first.type,
+                title=first.title, kind="duplicate_node_id"))
         for node in scope.nodes.values():
             if node.mode in (MODE_MUTED, MODE_BYPASS) or node.type in VIRTUAL_TYPES \
                     or node.type in (REROUTE, PRIMITIVE):
@@ -143,6 +159,8 @@ class _Converter:
             return out
         values = values or []
         k = 0
+        defaulted = []
+        linked = {e.widget.name if e.widget else e.name for e in node.inputs if e.link is not None}
         for w in widgets:
             if k < len(values):
                 out[w.name] = _unwrap(values[k])
@@ -150,11 +168,18 @@ class _Converter:
                     self.ui_widgets[(node_id, w.name)] = (node.id, k)
             elif w.has_default:
                 out[w.name] = w.default
+                if not w.is_extension and w.name not in linked:
+                    defaulted.append(f"{w.name}={w.default!r}")
             k += 1
             if w.control_after_generate:
                 if k < len(values) and isinstance(values[k], str):
                     self.controls[(node_id, w.name)] = values[k]
                 k += 2 if w.type_name == "COMBO" else 1  # combos also get a filter-list slot
+        if defaulted:
+            self.warnings.append(NodeError(
+                f"widgets_values has {len(values)} value(s) for {len(widgets)} widget(s); "
+                f"running on defaults for {', '.join(defaulted)}", node_id=node_id, node_type=node.type,
+                title=node.title, kind="widgets_defaulted"))
         return out
 
     # -- link resolution --------------------------------------------------------------------
@@ -250,6 +275,10 @@ class _Converter:
         inner = _Scope(definition.nodes, definition.links, prefix, scope, instance, definition)
         self._scopes[prefix] = inner
         return inner
+
+
+def _describe(node: UINode) -> str:
+    return f"'{node.title}' ({node.type})" if node.title and node.title != node.type else f"({node.type})"
 
 
 def _unwrap(value: Any) -> Any:

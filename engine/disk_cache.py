@@ -143,9 +143,9 @@ class DiskCache:
         return self.folder / key[:2] / f"{key}{SUFFIX}"
 
     def get(self, signature: str) -> DiskEntry | None:
+        """The entry, or None: absent, evicted by another process while being read, or damaged
+        (then it is deleted, and the output recomputed)."""
         path = self._path(signature)
-        if not path.exists():
-            return None
         try:
             from safetensors import safe_open
 
@@ -161,12 +161,19 @@ class DiskCache:
             structure = json.loads(meta["structure"])
             types = _known_types()
             output, records = (decode(structure[k], tensors, types) for k in ("output", "records"))
+        except FileNotFoundError:
+            return None
         except Exception as exc:  # noqa: BLE001 - any damage means: recompute, never return it
+            if not path.exists():
+                return None  # evicted mid-read: a plain miss, not damage
             log.warning("cache entry %s is damaged (%s); recomputing", path.name, exc)
             path.unlink(missing_ok=True)
             return None
-        os.utime(path)  # least recently used goes first
-        return DiskEntry(output, records, path.stat().st_size)
+        try:
+            os.utime(path)  # least recently used goes first
+            return DiskEntry(output, records, path.stat().st_size)
+        except FileNotFoundError:
+            return DiskEntry(output, records, 0)  # evicted just now: the output read is still whole
 
     def touch(self, signature: str) -> None:
         try:

@@ -1,46 +1,45 @@
 """Run a plan: resolve links, call each node's `execute`, cache and time the results."""
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from .context import NodeContext, RunInfo
-from .errors import NodeExecutionError, node_errors
+from .errors import node_errors
+from .file_hashes import stamp_file
 from .graph import Graph, LinkRef
 from .model_store import ModelStore
-from .node import NodeOutput
+from .node import NodeOutput, SavedFiles
 from .plan import ExecutionPlan
 from .registry import NodeRegistry
-
-
-@dataclass
-class NodeRecord:
-    node_id: str
-    type: str
-    title: str | None
-    status: str  # executed | cached (memory) | disk | skipped
-    seconds: float = 0.0
-    bytes: int = 0  # the output's size in the disk cache
+from .result import NodeRecord
 
 
 def run_plan(plan: ExecutionPlan, graph: Graph, registry: NodeRegistry, cache: Any,
              models: ModelStore, run: RunInfo, outputs: dict[str, NodeOutput],
              records: dict[str, NodeRecord]) -> None:
-    """Fill `outputs` and `records` node by node; on failure they keep what finished."""
+    """Fill `outputs` and `records` node by node; on failure they keep what finished.
+
+    What nodes record (seeds, wildcard choices, the noise device) travels with cache entries:
+    each entry holds its node's records and its ancestors', by signature, so a hit that skips
+    the ancestors still gives the run (and the files it writes) their records."""
+    node_of = {signature: node_id for node_id, signature in plan.signatures.items()}
+    upstream_records: dict[str, dict] = {}  # node id -> {signature: records} of it and its ancestors
     for node_id in plan.order:
         node = graph.nodes[node_id]
         signature = plan.signatures[node_id]
         if (hit := plan.cached.get(node_id)) is not None:
             outputs[node_id] = hit.output
-            if hit.records:  # what the node recorded when it ran (seeds, choices) holds again
-                run.metadata[node_id] = hit.records
+            upstream_records[node_id] = hit.records or {}
+            for recorded_by, recorded in upstream_records[node_id].items():
+                if recorded_by in node_of:
+                    run.metadata[node_of[recorded_by]] = recorded
             records[node_id] = NodeRecord(node_id, node.class_type, node.title, hit.source, bytes=hit.bytes)
             run.events("cached", {"node_id": node_id, "source": hit.source})
             continue
         cls = registry.get(node.class_type)
-        instance = cls.__new__(cls)
-        values = instance.__dict__
+        values = {}
         for spec in cls.spec.inputs:
             value = node.inputs.get(spec.name, spec.default)
             if isinstance(value, LinkRef):
@@ -54,16 +53,26 @@ def run_plan(plan: ExecutionPlan, graph: Graph, registry: NodeRegistry, cache: A
         started = time.perf_counter()
         try:
             with node_errors(node_id, node.class_type, node.title):
-                result = instance.execute(ctx)
+                result = cls(**values).execute(ctx)
                 if not isinstance(result, NodeOutput):
                     raise TypeError(f"execute() returned {type(result).__name__}, not a NodeOutput")
+                if isinstance(result, SavedFiles):
+                    result = _with_stamps(result, run.stamps)
         finally:
             models.release()  # the node is done with its models: they may make room for others
         seconds = time.perf_counter() - started
-        written = cache.store(signature, result, run.metadata.get(node_id))
+        collected = {k: v for ref in {v.node_id for _, v in node.links()} for k, v in upstream_records[ref].items()}
+        if node_id in run.metadata:
+            collected[signature] = run.metadata[node_id]
+        upstream_records[node_id] = collected
+        written = cache.store(signature, result, collected or None)
         outputs[node_id] = result
         records[node_id] = NodeRecord(node_id, node.class_type, node.title, "executed", seconds, written)
         run.events("node_end", {"node_id": node_id, "seconds": seconds})
 
 
-__all__ = ["NodeRecord", "run_plan", "NodeExecutionError"]
+def _with_stamps(result: SavedFiles, known: dict) -> SavedFiles:
+    """The output with a stamp for each of its files: taken as it was written through the
+    context, or from the file as it is now for one the node wrote by other means."""
+    stamps = tuple(known.get(path) or stamp_file(path) for path in result.files)
+    return dataclasses.replace(result, stamps=stamps)

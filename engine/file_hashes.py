@@ -1,20 +1,40 @@
-"""SHA-256 of model files, computed once per (path, size, mtime) and remembered in the cache
-folder, so that cache keys and provenance can name a model by its content at the cost of a stat."""
+"""SHA-256 of files. Model files: computed once per (path, size, mtime) and remembered in the
+cache folder, so that cache keys and provenance can name a model by its content at the cost of a
+stat. Output files: a stamp (size, mtime, hash) taken when written, checked before they are
+trusted again."""
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from pathlib import Path
 
 from .atomic import atomic_write
 
 INDEX_NAME = "file-hashes.json"
+FileStamp = tuple[int, int, str]  # (bytes, mtime_ns, sha256)
 
 
 def sha256_file(path: Path | str) -> str:
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def stamp_file(path: Path | str) -> FileStamp:
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns, sha256_file(path)
+
+
+def is_intact(path: Path | str, stamp: FileStamp | list) -> bool:
+    """The file is still what was written: same size, and the same modification time or, when
+    that moved (a copy, a touch), the same content."""
+    size, mtime_ns, digest = stamp
+    try:
+        stat = os.stat(path)
+        return stat.st_size == size and (stat.st_mtime_ns == mtime_ns or sha256_file(path) == digest)
+    except OSError:
+        return False
 
 
 class FileHashes:

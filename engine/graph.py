@@ -36,6 +36,7 @@ class Graph:
     ui_workflow: dict | None = None  # the UI JSON, re-embedded in PNGs so ComfyUI can load them
     # Problems found while converting (e.g. widgets of an unknown node type); validation adds them.
     problems: list[NodeError] = field(default_factory=list)
+    warnings: list[NodeError] = field(default_factory=list)  # e.g. widgets that took their defaults
     # From a UI workflow: each (node id, input)'s control_after_generate mode ("increment"...),
     # and where its value sits in the UI JSON: (UI node id, widgets_values index).
     controls: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -75,7 +76,7 @@ class Graph:
         return Graph({k: GraphNode(n.id, n.class_type, dict(n.inputs), n.title)
                       for k, n in self.nodes.items()},
                      self.source, copy.deepcopy(self.ui_workflow), list(self.problems),
-                     dict(self.controls), dict(self.ui_widgets))
+                     list(self.warnings), dict(self.controls), dict(self.ui_widgets))
 
     def digraph(self) -> nx.DiGraph:
         """Edges run from producer to consumer; links to absent nodes are left out."""

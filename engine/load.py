@@ -10,7 +10,7 @@ from schemas import ApiPrompt, UIWorkflow
 from .convert import api_to_graph, ui_to_graph
 from .errors import WorkflowFormatError
 from .graph import Graph
-from .registry import NodeRegistry
+from .registry import NodeRegistry, default_registry
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -80,9 +80,7 @@ def load_workflow(source: str | Path | dict | Graph, *, registry: NodeRegistry |
     """
     if isinstance(source, Graph):
         return source
-    if registry is None:
-        from .session import default_registry
-        registry = default_registry()
+    registry = registry or default_registry()
     if isinstance(source, dict):
         doc, ui_doc, label = source, None, None
     else:
@@ -100,10 +98,26 @@ def load_workflow(source: str | Path | dict | Graph, *, registry: NodeRegistry |
             prompt_doc = doc["prompt"] if kind == "api-request" else doc
             graph = api_to_graph(ApiPrompt.model_validate(prompt_doc))
             graph.ui_workflow = ui_doc or _extra_workflow(doc)
+            if graph.ui_workflow is not None:
+                _take_controls(graph, graph.ui_workflow, registry)
     except ValidationError as exc:
         raise WorkflowFormatError(_pydantic_summary(exc), file=label) from None
     graph.source = label
     return graph
+
+
+def _take_controls(graph: Graph, ui_doc: dict, registry: NodeRegistry) -> None:
+    """An API prompt carries no control_after_generate modes, but the UI workflow saved beside it
+    (a PNG's `workflow` chunk, `extra_pnginfo`) does, and knows where each widget sits in it.
+    Node ids are the same in both. A workflow that cannot be read leaves the prompt as it is."""
+    try:
+        ui_graph = ui_to_graph(UIWorkflow.model_validate(ui_doc), registry)
+    except (ValidationError, ValueError, TypeError):
+        return
+    for key, mode in ui_graph.controls.items():
+        if key[0] in graph.nodes:
+            graph.controls[key] = mode
+    graph.ui_widgets.update({k: v for k, v in ui_graph.ui_widgets.items() if k[0] in graph.nodes})
 
 
 def _extra_workflow(doc: dict) -> dict | None:

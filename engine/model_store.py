@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, OrderedDict
-from typing import Any, Hashable, Protocol, runtime_checkable
+from contextlib import contextmanager
+from typing import Any, Hashable, Iterator, Protocol, runtime_checkable
 
 log = logging.getLogger("run_graph.models")
 
@@ -58,17 +59,40 @@ def default_vram_budget(device: str) -> int:
     return torch.cuda.get_device_properties(device).total_memory * 85 // 100
 
 
+class RamSharer(Protocol):
+    """Something else that holds CPU memory under the same budget (the output cache): it gives
+    way before any model is dropped."""
+
+    bytes: int
+
+    def shrink(self, max_bytes: int) -> None: ...
+
+
+class Change:
+    """A change in place that its maker has undone (see ModelStore.modifying)."""
+
+    is_undone = False
+
+    def undone(self) -> None:
+        self.is_undone = True
+
+
 class ModelStore:
     """Models by handle key, least recently used first out. Budgets are bytes; a None VRAM
     budget is 85% of the GPU's memory. Loading happens in `get`, never in loader nodes."""
 
-    def __init__(self, ram_budget: int | None = None, vram_budget: int | None = None):
+    def __init__(self, ram_budget: int | None = None, vram_budget: int | None = None,
+                 shares_ram_with: RamSharer | None = None):
         self.ram_budget = ram_budget if ram_budget is not None else default_ram_budget()
         self.vram_budget = vram_budget
+        self.shares_ram_with = shares_ram_with
         self._models: OrderedDict[Hashable, Any] = OrderedDict()
         self._sizes: dict[Hashable, int] = {}
         self._device: dict[Hashable, str] = {}  # where each model is now: "cpu" or a GPU
         self._pinned: set[Hashable] = set()  # held by the running node
+        # Being changed in place (a LoRA merged in): if the change is cut short, the weights are
+        # not the file's any more, and the next `get` loads them again.
+        self._dirty: set[Hashable] = set()
         self.load_counts: Counter = Counter()  # how often each key was loaded (tests, reports)
         self.log: list[tuple[str, Hashable]] = []  # ("load" | "offload" | "drop" | "to_device", key)
 
@@ -77,6 +101,10 @@ class ModelStore:
         evicted) until `release()`, which the executor calls after each node."""
         key = handle.cache_key
         device = getattr(handle, "device", "cpu")
+        if key in self._dirty:
+            log.warning("model %s was left half-changed by an interrupted run; loading it again", key)
+            self._dirty.discard(key)
+            self.drop(key)
         self._pinned.add(key)
         if key in self._models:
             self._models.move_to_end(key)
@@ -98,8 +126,25 @@ class ModelStore:
     def release(self) -> None:
         self._pinned.clear()
 
+    @contextmanager
+    def modifying(self, handle: ModelHandle) -> Iterator["Change"]:
+        """Mark the model as changed in place for the block. The mark goes when the block ends
+        normally, or when it calls `change.undone()` after putting the weights back (in its own
+        `finally`). Anything that cuts that short, a KeyboardInterrupt in the middle of a
+        restore say, leaves the mark, and the model is reloaded before anyone uses it again."""
+        key = handle.cache_key
+        change = Change()
+        self._dirty.add(key)
+        try:
+            yield change
+            change.undone()
+        finally:
+            if change.is_undone:
+                self._dirty.discard(key)
+
     def _used(self, on_gpu: bool) -> int:
-        return sum(self._sizes[k] for k in self._models if (self._device[k] != "cpu") == on_gpu)
+        models = sum(self._sizes[k] for k in self._models if (self._device[k] != "cpu") == on_gpu)
+        return models if on_gpu or self.shares_ram_with is None else models + self.shares_ram_with.bytes
 
     def _make_room(self, device: str, needed: int) -> None:
         if device != "cpu":
@@ -114,6 +159,9 @@ class ModelStore:
                 self.log.append(("offload", key))
                 log.info("model %s offloaded to CPU memory to make room", key)
         if device == "cpu":
+            if self.shares_ram_with is not None and self._used(False) + needed > self.ram_budget:
+                others = self.shares_ram_with.bytes
+                self.shares_ram_with.shrink(max(0, others - (self._used(False) + needed - self.ram_budget)))
             for key in self._victims(on_gpu=False):
                 if self._used(False) + needed <= self.ram_budget:
                     break

@@ -54,8 +54,11 @@ class InputSpec:
     multiline: bool = False
     control_after_generate: bool = False
     literal_types: tuple[type, ...] = ()  # constants a link input accepts instead of a link
-    check: Callable[[Any, Any], str | None] | None = None  # (value, ctx) -> problem or None
+    check: Callable[[Any, Any], str | None] | None = None  # (value, ValidationContext) -> problem or None
     tooltip: str | None = None
+    # run-graph's own addition to a ComfyUI node: workflows saved from ComfyUI never hold it, so
+    # filling in its default is no news worth a warning.
+    is_extension: bool = False
 
     @property
     def has_default(self) -> bool:
@@ -92,13 +95,15 @@ def Widget(default: Any = MISSING, *, ge: float | None = None, le: float | None 
            step: float | None = None, multiple_of: int | None = None,
            choices: tuple | Callable | None = None, multiline: bool = False,
            control_after_generate: bool | None = None, optional: bool = False,
-           check: Callable | None = None, tooltip: str | None = None) -> Any:
+           check: Callable | None = None, tooltip: str | None = None, extension: bool = False) -> Any:
     """A constant input edited in the UI. `control_after_generate=None` means ComfyUI's rule:
-    INT inputs named seed/noise_seed get the UI-only companion widget."""
+    INT inputs named seed/noise_seed get the UI-only companion widget. `check(value, vctx)` and a
+    callable `choices(vctx)` get the ValidationContext. `extension`: not in ComfyUI's node."""
     return _FieldMarker(True, dict(default=default, ge=ge, le=le, step=step, multiple_of=multiple_of,
                                    choices=choices, multiline=multiline,
                                    control_after_generate=control_after_generate,
-                                   optional=optional, check=check, tooltip=tooltip))
+                                   optional=optional, check=check, tooltip=tooltip,
+                                   is_extension=extension))
 
 
 def Link(*, optional: bool = False, tooltip: str | None = None) -> Any:  # noqa: N802
@@ -113,9 +118,17 @@ class NodeOutput:
 
 @dataclass(frozen=True)
 class SavedFiles(NodeOutput):
-    """What an output node returns: the files it wrote. Not a slot; no node can link to it."""
+    """What an output node returns: the files it wrote. Not a slot; no node can link to it.
+    The engine adds each file's stamp (bytes, mtime_ns, sha256) when the node returns, so that a
+    cached result is only trusted while its files are intact."""
 
     files: tuple[str, ...] = field(default=(), metadata={"slot": False})
+    stamps: tuple[tuple[int, int, str], ...] = field(default=(), metadata={"slot": False})
+
+    def intact(self) -> bool:
+        from .file_hashes import is_intact
+
+        return len(self.stamps) == len(self.files) and all(map(is_intact, self.files, self.stamps))
 
 
 @dataclass(frozen=True)
@@ -162,8 +175,8 @@ class Node:
     """Base class of node types. Subclasses declare inputs as class fields and implement `execute`.
 
     Hooks (all optional, all classmethods, all see constants only, never upstream results):
-    - `fingerprint(constants, ctx)`: extra data for the cache key, e.g. the hash of a file read.
-    - `check_inputs(constants, linked_types, ctx)`: custom validation, returns [(input, message)].
+    - `fingerprint(constants, settings)`: extra data for the cache key, e.g. the hash of a file read.
+    - `check_inputs(constants, linked_types, vctx)`: custom validation, returns [(input, message)].
     """
 
     class_type: ClassVar[str]
@@ -177,7 +190,28 @@ class Node:
     # True for nodes that pick model files: their fingerprints (file hashes) go into provenance,
     # and batches run workflows that pick the same ones together.
     loads_models: ClassVar[bool] = False
+    # Output names shown to UIs where they differ from the NodeOutput's field names (ComfyUI's
+    # RETURN_NAMES), so that nodes can share one output class.
+    output_names: ClassVar[tuple[str, ...] | None] = None
     spec: ClassVar[NodeSpec]
+
+    def __init__(self, **inputs: Any) -> None:
+        """Build a node directly (tests, scripts): `EmptyLatentImage(width=64, height=64)`.
+        Unset inputs take their defaults; unknown or missing required ones raise TypeError."""
+        spec = type(self).spec
+        unknown = set(inputs) - {i.name for i in spec.inputs}
+        if unknown:
+            raise TypeError(f"{spec.class_type} has no input(s) {', '.join(sorted(unknown))}")
+        for item in spec.inputs:
+            if item.name in inputs:
+                value = inputs[item.name]
+            elif item.has_default:
+                value = item.default
+            elif not item.is_required:
+                value = None
+            else:
+                raise TypeError(f"{spec.class_type} needs input {item.name!r}")
+            self.__dict__[item.name] = value
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -185,12 +219,14 @@ class Node:
             cls.spec = _build_spec(cls)
 
     @classmethod
-    def fingerprint(cls, constants: dict[str, Any], ctx: Any) -> Any:
+    def fingerprint(cls, constants: dict[str, Any], settings: Any) -> Any:
         return None
 
     @classmethod
     def check_inputs(cls, constants: dict[str, Any], linked_types: dict[str, str],
-                     ctx: Any) -> list[tuple[str | None, str]]:
+                     vctx: Any) -> list[tuple[str | None, str]]:
+        """Extra checks on constants and the types linked in; `vctx` is the ValidationContext
+        (settings, and `warn()` for what is worth saying but not an error)."""
         return []
 
     def execute(self, ctx: Any) -> NodeOutput:
@@ -254,6 +290,10 @@ def _build_spec(cls: type[Node]) -> NodeSpec:
         if f.metadata.get("slot", True):
             outputs.append(OutputSpec(f.name, _type_name(out_hints[f.name])[0]))
             output_fields.append(f.name)
+    if cls.output_names is not None:
+        if len(cls.output_names) != len(outputs):
+            raise TypeError(f"{cls.__name__}.output_names names {len(cls.output_names)} of {len(outputs)} outputs")
+        outputs = [OutputSpec(name, o.type_name) for name, o in zip(cls.output_names, outputs)]
     return NodeSpec(
         class_type=cls.class_type, display_name=cls.display_name or cls.class_type,
         category=cls.category, description=(cls.__doc__ or "").strip().split("\n")[0],

@@ -12,6 +12,7 @@ import networkx as nx
 import orjson
 
 from .cache import CacheHit
+from .code_version import code_digest
 from .graph import Graph, LinkRef, natural_key
 from .node import SavedFiles
 from .registry import NodeRegistry
@@ -30,7 +31,8 @@ class ExecutionPlan:
 
 def compute_signatures(graph: Graph, registry: NodeRegistry, order: list[str], settings: Settings,
                        fingerprints: dict[str, Any] | None = None) -> dict[str, str]:
-    """signature(node) = hash(type, version, fingerprint, constants, upstream signatures + slots).
+    """signature(node) = hash(type, version, code digest, fingerprint, constants, upstream
+    signatures + slots).
 
     Node ids never enter the key, so a renumbered or copied sub-graph hits the same entries.
     Model loaders' fingerprints are also collected into `fingerprints` when given.
@@ -59,7 +61,7 @@ def compute_signatures(graph: Graph, registry: NodeRegistry, order: list[str], s
             else:
                 if cls.loads_models and fingerprints is not None:
                     fingerprints[node_id] = salt
-        payload = [node.class_type, cls.version, salt, inputs]
+        payload = [node.class_type, cls.version, code_digest(cls), salt, inputs]
         if cls.spec.is_output_node:
             payload.append(output_dir)  # a new output folder must receive the files again
         digest = hashlib.blake2b(orjson.dumps(payload, default=repr), digest_size=20)
@@ -87,7 +89,7 @@ def make_plan(graph: Graph, registry: NodeRegistry, outputs: list[str], cache: A
         if node_id in run or node_id in cached:
             continue
         hit = cache.lookup(signatures[node_id])
-        if hit is not None and _files_present(hit.output):
+        if hit is not None and _files_intact(hit.output):
             cached[node_id] = hit
             continue
         run.add(node_id)
@@ -97,8 +99,6 @@ def make_plan(graph: Graph, registry: NodeRegistry, outputs: list[str], cache: A
     return ExecutionPlan([n for n in order if n in keep], cached, signatures, outputs, skipped, fingerprints)
 
 
-def _files_present(output: Any) -> bool:
-    """Output nodes re-run when the files they wrote are gone."""
-    if isinstance(output, SavedFiles):
-        return all(Path(f).exists() for f in output.files)
-    return True
+def _files_intact(output: Any) -> bool:
+    """Output nodes re-run when a file they wrote is gone or changed."""
+    return output.intact() if isinstance(output, SavedFiles) else True

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 from importlib.metadata import entry_points
 from typing import Any, Iterable, Iterator
 
@@ -66,3 +67,9 @@ class NodeRegistry:
 
     def object_info(self) -> dict:
         return {name: self._classes[name].spec.to_info() for name in self}
+
+
+@functools.lru_cache(maxsize=1)
+def default_registry() -> NodeRegistry:
+    """Every installed node pack (entry points), built on first use."""
+    return NodeRegistry.from_entry_points()

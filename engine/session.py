@@ -5,93 +5,59 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .batch import MANIFEST_NAME, JobResult, Manifest, output_folder_lock, plan_jobs, run_jobs
 from .cache import NullCache, OutputCache
-from .disk_cache import DiskCache
 from .context import RunInfo
+from .disk_cache import DiskCache
 from .errors import EngineError, NodeError, NodeExecutionError, RunCancelled, ValidationFailed
-from .execute import NodeRecord, run_plan
+from .execute import run_plan
 from .graph import Graph, LinkRef, natural_key
 from .load import load_workflow
-from .model_store import ModelStore
-from .node import NodeOutput, SavedFiles
+from .model_store import ModelStore, default_ram_budget
 from .overrides import apply_overrides, parse_assignment
 from .plan import make_plan
-from .registry import NodeRegistry
+from .registry import NodeRegistry, default_registry
+from .result import NodeRecord, RunResult, failed_result
 from .settings import Settings, package_version
 from .sweep import Sweep
 from .validate import validate
 
-
-@dataclass
-class RunResult:
-    """What one run produced. `status` is ok, invalid (bad input) or failed (runtime error)."""
-
-    source: str | None
-    status: str
-    outputs: dict[str, NodeOutput] = field(default_factory=dict)
-    nodes: dict[str, NodeRecord] = field(default_factory=dict)
-    files: list[str] = field(default_factory=list)
-    errors: list[NodeError] = field(default_factory=list)
-    metadata: dict = field(default_factory=dict)  # {node id: what it recorded}
-    provenance: dict = field(default_factory=dict)  # engine version, seeds, model file hashes
-    seconds: float = 0.0
-
-    @property
-    def executed(self) -> list[str]:
-        return [n for n, r in self.nodes.items() if r.status == "executed"]
-
-    @property
-    def cached(self) -> list[str]:
-        """Nodes whose output came from a cache, in memory or on disk."""
-        return [n for n, r in self.nodes.items() if r.status in ("cached", "disk")]
-
-    @property
-    def output_files(self) -> list[str]:
-        """Every file the output nodes stand for: written by this run, or earlier and reused."""
-        files = list(self.files)
-        for output in self.outputs.values():
-            for path in output.files if isinstance(output, SavedFiles) else ():
-                if path not in files:
-                    files.append(path)
-        return files
-
-    @property
-    def from_disk(self) -> list[str]:
-        return [n for n, r in self.nodes.items() if r.status == "disk"]
-
-    def to_report(self) -> dict:
-        return {
-            "file": self.source or "<graph>", "status": self.status,
-            "errors": [{k: v for k, v in e.to_dict().items() if k != "file"} for e in self.errors],
-            "nodes": {n: {"type": r.type, "title": r.title, "status": r.status,
-                          "seconds": round(r.seconds, 6), "bytes": r.bytes} for n, r in self.nodes.items()},
-            "files": self.files, "seconds": round(self.seconds, 6),
-        }
-
-
-@functools.lru_cache(maxsize=1)
-def default_registry() -> NodeRegistry:
-    return NodeRegistry.from_entry_points()
+__all__ = ["RunResult", "Session", "default_registry", "execute", "execute_many"]
+MEMORY_CACHE_CAP = 2**30
 
 
 class Session:
+    """Keeps the registry, the output caches and the loaded models between runs.
+
+    Runs are serialized: calls from several threads queue up and run one at a time, so no run
+    sees another's LoRA merged into a shared model or loses a model another run holds.
+    `cancel()` stops the run in progress at its next node or sampler step.
+    """
+
     def __init__(self, registry: NodeRegistry | None = None, settings: Settings | None = None, *,
-                 cache: bool = True, max_cached_outputs: int = 512,
+                 cache: bool = True, memory_cache_bytes: int | None = None,
                  on_event: Callable[[str, dict], None] | None = None):
         self.registry = registry or default_registry()
         self.settings = settings or Settings()
         disk = None
         if cache and self.settings.cache_dir is not None:
             disk = DiskCache(self.settings.cache_dir, self.settings.cache_size, self.settings.torch_device)
-        self.cache = OutputCache(max_cached_outputs, disk) if cache else NullCache()
-        self.models = ModelStore(self.settings.ram_budget, self.settings.vram_budget)
+        ram_budget = self.settings.ram_budget or default_ram_budget()
+        if memory_cache_bytes is None:  # an eighth of the model budget, at most 1 GiB
+            memory_cache_bytes = min(MEMORY_CACHE_CAP, ram_budget // 8)
+        self.cache = OutputCache(memory_cache_bytes, disk) if cache else NullCache()
+        self.models = ModelStore(ram_budget, self.settings.vram_budget, shares_ram_with=self.cache)
         self.on_event = on_event or (lambda kind, data: None)
-        self.cancel_event = threading.Event()
+        self._run_lock = threading.RLock()
+        self._cancel = threading.Event()  # the running run's; each run gets a fresh one
+
+    def cancel(self) -> None:
+        """Stop the run in progress (if any) at its next node or sampler step. It ends with
+        RunCancelled (status failed); the session stays usable."""
+        self._cancel.set()
 
     def load(self, source: str | Path | dict | Graph) -> Graph:
         return load_workflow(source, registry=self.registry)
@@ -107,6 +73,19 @@ class Session:
         `allow_partial`: like ComfyUI, run the outputs whose upstream is valid and report the rest.
         `outputs`: run only these output nodes (and what they need).
         """
+        with self._run_lock:
+            cancel = self._cancel = threading.Event()
+            try:
+                return self._execute(source, overrides, outputs, allow_partial, raise_on_error, cancel)
+            except EngineError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bug outside any node: still a typed answer
+                if raise_on_error:
+                    raise
+                return failed_result(_label(source), exc)
+
+    def _execute(self, source, overrides, outputs, allow_partial, raise_on_error,
+                 cancel: threading.Event) -> RunResult:
         started = time.perf_counter()
         label = _label(source)
         try:
@@ -123,14 +102,15 @@ class Session:
             return RunResult(label, "invalid", errors=_errors_of(exc, label),
                              seconds=time.perf_counter() - started)
 
-        result = RunResult(label, "invalid" if errors else "ok", errors=[e.in_file(label) for e in errors])
+        result = RunResult(label, "invalid" if errors else "ok", errors=[e.in_file(label) for e in errors],
+                           warnings=[w.in_file(label) for w in checked.warnings])
         plan = make_plan(checked.graph, self.registry, targets, self.cache, self.settings)
         for node_id in plan.skipped:
             node = checked.graph.nodes[node_id]
             result.nodes[node_id] = NodeRecord(node_id, node.class_type, node.title, "skipped")
         run = RunInfo(checked.graph.to_prompt(), checked.graph.ui_workflow, self.settings,
                       self.settings.torch_device() if _needs_device(plan) else "cpu",
-                      self.on_event, self.cancel_event, files=result.files, metadata=result.metadata,
+                      self.on_event, cancel, files=result.files, metadata=result.metadata,
                       provenance=provenance(checked.graph, self.registry, plan))
         result.provenance = run.provenance
         self.on_event("run_start", {"source": label, "nodes": len(plan.order)})
@@ -184,10 +164,11 @@ class Session:
         """Load, apply overrides and validate without running anything."""
         label = _label(source)
         try:
-            _, errors = self._check(source, overrides)
+            checked, errors = self._check(source, overrides)
         except (EngineError, ValueError) as exc:
             return RunResult(label, "invalid", errors=_errors_of(exc, label))
-        return RunResult(label, "invalid" if errors else "ok", errors=[e.in_file(label) for e in errors])
+        return RunResult(label, "invalid" if errors else "ok", errors=[e.in_file(label) for e in errors],
+                         warnings=[w.in_file(label) for w in checked.warnings])
 
     def _check(self, source, overrides) -> tuple[Any, list[NodeError]]:
         graph = self.load(source).copy()
@@ -247,6 +228,7 @@ def _errors_of(exc: Exception, label: str | None) -> list[NodeError]:
 
 @functools.lru_cache(maxsize=1)
 def default_session() -> Session:
+    """The session behind module-level `execute()` and `execute_many()`."""
     return Session()
 
 

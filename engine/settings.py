@@ -1,13 +1,26 @@
-"""Where a run reads and writes, and on which device; plus the one rule for user-given paths."""
+"""Where a run reads and writes, and on which device; plus the one policy for user-given paths.
+
+Path policy (every node that takes a file name goes through `model_file`, `input_file` or
+`output_path`):
+- Writing: only inside the output folder, always. No setting lifts this.
+- Model files: a name inside `<models>/<folder>`. An absolute path to a file that exists is read
+  where it is when `allow_absolute_model_paths` is on (the CLI and Python default; the server
+  turns it off), with a log line.
+- Input files: a name inside the input folder; elsewhere only with `allow_unsafe_paths`.
+- Either kind: a path from another machine (Windows `D:\\models\\x.ckpt` or POSIX) that cannot be
+  used as it is falls back to the file of the same base name in the folder, with a log line.
+"""
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .file_hashes import FileHashes
 
+log = logging.getLogger("run_graph.paths")
 MODELS_DIR_ENV = "RUN_GRAPH_MODELS_DIR"
 CACHE_DIR_ENV = "RUN_GRAPH_CACHE_DIR"
 DEFAULT_CACHE_SIZE = 20 * 2**30
@@ -54,8 +67,13 @@ class Settings:
     input_dir: Path = Path("input")
     models_dir: Path = field(default_factory=_default_models_dir)
     device: str = "auto"  # "auto" picks cuda when present, else cpu
-    # Absolute paths and '..' in path inputs are refused unless the user allows them.
+    # Input files outside the input folder (absolute paths, '..') are refused unless allowed.
     allow_unsafe_paths: bool = False
+    # Model files named by an absolute path that exists are read where they are.
+    allow_absolute_model_paths: bool = True
+    # Where samplers draw initial noise: None lets each node's widget decide; "cpu" or "device"
+    # overrides every sampler that offers the choice.
+    noise_device: str | None = None
     # Node outputs persist here between processes; None keeps them in memory only.
     cache_dir: Path | None = field(default_factory=_default_cache_dir)
     cache_size: int = DEFAULT_CACHE_SIZE  # bytes; least recently used entries go beyond it
@@ -87,18 +105,62 @@ class Settings:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
 
+        if self.noise_device not in (None, "cpu", "device"):
+            raise ValueError(f"noise device must be cpu or device, not {self.noise_device!r}")
+
     def contained_path(self, root: Path, name: str, what: str = "path") -> Path:
-        """`root/name`, refusing names that leave `root` unless unsafe paths are allowed."""
-        candidate = Path(name)
-        if self.allow_unsafe_paths:
-            return candidate if candidate.is_absolute() else root / candidate
-        if candidate.is_absolute() or ".." in candidate.parts:
-            raise UnsafePathError(f"{what} {name!r} leaves {root}; use a name inside it "
-                                  "(or allow unsafe paths explicitly)")
+        """`root/name`, refusing names that leave `root` (absolute, '..', or a link out)."""
+        candidate = Path(name.replace("\\", "/")) if not _is_absolute(name) else Path(name)
+        if _is_absolute(name) or ".." in candidate.parts:
+            raise UnsafePathError(f"{what} {name!r} leaves {root}; use a name inside it")
         resolved = (root / candidate).resolve()
         if not resolved.is_relative_to(root.resolve()):
             raise UnsafePathError(f"{what} {name!r} resolves outside {root}")
         return root / candidate
+
+    def output_path(self, relative: str, what: str = "output path") -> Path:
+        """A path inside the output folder. Nothing is ever written anywhere else."""
+        return self.contained_path(self.output_dir, relative, what)
+
+    def model_file(self, folder: str, name: str, what: str = "model file") -> Path:
+        """An existing model file: `<models>/<folder>/<name>`, or an absolute path (see the policy)."""
+        return self._existing_file(self.models_dir / folder, name, what, self.allow_absolute_model_paths,
+                                   "absolute model paths are not allowed here")
+
+    def input_file(self, name: str, what: str = "input file") -> Path:
+        """An existing file in the input folder (elsewhere only with allow_unsafe_paths)."""
+        return self._existing_file(self.input_dir, name, what, self.allow_unsafe_paths,
+                                   "allow unsafe paths to read it where it is")
+
+    def _existing_file(self, root: Path, name: str, what: str, may_leave: bool, refusal: str) -> Path:
+        if not _is_absolute(name) and not (may_leave and ".." in Path(name).parts):
+            path = self.contained_path(root, name, what)
+            if not path.is_file():
+                raise FileNotFoundError(f"{what} {name!r}: no such file in {root}")
+            return path
+        outside = Path(name)
+        if may_leave and outside.is_file():
+            log.info("%s: reading %s, outside %s", what, outside, root)
+            return outside
+        fallback = root / base_name(name)
+        if fallback.is_file():
+            log.info("%s %s: using %s, the file of the same name in %s", what, name, fallback, root)
+            return fallback
+        if outside.is_file():
+            raise UnsafePathError(f"{what} {name!r} is outside {root} and {refusal}; "
+                                  f"copy it into {root}")
+        raise FileNotFoundError(f"{what} {name!r}: no such file, nor {base_name(name)!r} in {root}")
+
+
+def _is_absolute(name: str) -> bool:
+    """Absolute on POSIX or on Windows (`D:\\x`, `\\\\server\\share`), wherever we run."""
+    return PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() \
+        or bool(PureWindowsPath(name).drive)
+
+
+def base_name(name: str) -> str:
+    """The file name at the end of a Windows or POSIX path."""
+    return PureWindowsPath(name).name if "\\" in name or PureWindowsPath(name).drive else PurePosixPath(name).name
 
 
 class UnsafePathError(ValueError):

@@ -38,6 +38,8 @@ def parse_values(raw: Any, base: Path = Path(".")) -> list:
         return [raw]
     if m := _RANGE.match(raw.strip()):
         start, stop, step = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
+        if step < 1:
+            raise SweepError(f"range {raw!r}: the step after ':' must be at least 1")
         return list(range(start, stop + 1, step) if start <= stop else range(start, stop - 1, -step))
     if raw.startswith("@"):
         path = base / raw[1:]
@@ -70,6 +72,11 @@ class Sweep:
             raise SweepError(f"sweep {target}: no values")
         (self.zipped if zipped else self.product).append((*_split_target(target), values))
 
+    def add_assignment(self, text: str, *, zipped: bool = False) -> None:
+        """Add an axis from `NODE.INPUT=VALUES` (a --sweep / --sweep-zip argument)."""
+        node_key, input_name, raw = parse_assignment(text)
+        self.add(f"{node_key}.{input_name}", raw, zipped=zipped)
+
     def combinations(self) -> list[list[Assignment]]:
         """Every combination, the first product axis slowest, zipped axes as the last axis."""
         axes = [[(node, name, v) for v in values] for node, name, values in self.product]
@@ -99,8 +106,7 @@ def build_sweep(product: list[str] = (), zipped: list[str] = (), file: Path | No
         sweep = load_sweep_file(file)
     for texts, is_zip in ((product, False), (zipped, True)):
         for text in texts:
-            node_key, input_name, raw = parse_assignment(text)
-            sweep.add(f"{node_key}.{input_name}", raw, zipped=is_zip)
+            sweep.add_assignment(text, zipped=is_zip)
     return sweep
 
 

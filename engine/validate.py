@@ -6,6 +6,9 @@ every node is checked (not only those feeding valid outputs), static cycles are 
 links whose source or slot does not exist are errors rather than crashes, widgets missing from an
 API prompt take their declared defaults, and inputs the node does not declare are errors (ComfyUI
 drops them silently, which would let a misspelt input run with its default).
+
+Hooks on node classes (`check_inputs`, a widget's `check` and `choices`) receive a
+`ValidationContext`: the settings, and `warn()` for what is worth saying but does not stop a run.
 """
 from __future__ import annotations
 
@@ -19,9 +22,22 @@ from .errors import NodeError
 from .graph import Graph, GraphNode, LinkRef, natural_key
 from .node import InputSpec, NodeSpec
 from .registry import NodeRegistry
-from .settings import Settings
+from .settings import Settings, base_name
 
 CONTROL_VALUES = frozenset({"fixed", "increment", "decrement", "randomize"})
+
+
+@dataclass
+class ValidationContext:
+    """What validation hooks see of the run to come, for the node being checked."""
+
+    settings: Settings
+    node: GraphNode
+    warnings: list[NodeError] = field(default_factory=list)
+
+    def warn(self, message: str, input_name: str | None = None, kind: str = "warning") -> None:
+        self.warnings.append(NodeError(message, node_id=self.node.id, node_type=self.node.class_type,
+                                       title=self.node.title, input=input_name, kind=kind))
 
 
 @dataclass
@@ -30,6 +46,7 @@ class ValidationResult:
     errors: list[NodeError]
     outputs: list[str]  # output nodes whose whole upstream is valid
     invalid_nodes: set[str] = field(default_factory=set)
+    warnings: list[NodeError] = field(default_factory=list)
 
     @property
     def is_ok(self) -> bool:
@@ -40,8 +57,10 @@ def validate(graph: Graph, registry: NodeRegistry, settings: Settings | None = N
     settings = settings or Settings()
     checked = graph.copy()
     errors: list[NodeError] = list(graph.problems)
+    warnings: list[NodeError] = list(graph.warnings)
     for node_id in sorted(checked.nodes, key=natural_key):
-        errors.extend(_check_node(checked, checked.nodes[node_id], registry, settings))
+        vctx = ValidationContext(settings, checked.nodes[node_id], warnings)
+        errors.extend(_check_node(checked, checked.nodes[node_id], registry, vctx))
     digraph = checked.digraph()
     errors.extend(_cycle_errors(checked, digraph))
     outputs = [n for n in sorted(checked.nodes, key=natural_key)
@@ -52,11 +71,11 @@ def validate(graph: Graph, registry: NodeRegistry, settings: Settings | None = N
     invalid = {e.node_id for e in errors if e.node_id is not None}
     valid_outputs = [o for o in outputs
                      if o in digraph and not (nx.ancestors(digraph, o) | {o}) & invalid]
-    return ValidationResult(checked, errors, valid_outputs, invalid)
+    return ValidationResult(checked, errors, valid_outputs, invalid, warnings)
 
 
 def _check_node(graph: Graph, node: GraphNode, registry: NodeRegistry,
-                settings: Settings) -> list[NodeError]:
+                vctx: ValidationContext) -> list[NodeError]:
     cls = registry.get(node.class_type)
 
     def err(message: str, input_name: str | None = None, kind: str = "invalid_input") -> NodeError:
@@ -88,7 +107,7 @@ def _check_node(graph: Graph, node: GraphNode, registry: NodeRegistry,
                 linked_types[name] = source_type
             continue
         try:
-            node.inputs[name] = _coerce(value, input_spec, settings)
+            node.inputs[name] = _coerce(value, input_spec, vctx)
         except ValueError as exc:
             errors.append(err(str(exc), name))
     for input_spec in spec.inputs:
@@ -104,7 +123,7 @@ def _check_node(graph: Graph, node: GraphNode, registry: NodeRegistry,
     if not errors:
         constants = {k: v for k, v in node.inputs.items() if not isinstance(v, LinkRef)}
         try:
-            for input_name, message in cls.check_inputs(constants, linked_types, settings):
+            for input_name, message in cls.check_inputs(constants, linked_types, vctx):
                 errors.append(err(message, input_name, "custom_validation_failed"))
         except Exception as exc:  # noqa: BLE001 - a crashing validator is reported, not raised
             errors.append(err(f"validation raised {type(exc).__name__}: {exc}",
@@ -141,7 +160,7 @@ def types_match(received: str, expected: str) -> bool:
     return bool(got & want)
 
 
-def _coerce(value: Any, spec: InputSpec, settings: Settings) -> Any:
+def _coerce(value: Any, spec: InputSpec, vctx: ValidationContext) -> Any:
     if not spec.is_widget:
         if spec.literal_types and isinstance(value, spec.literal_types) and not isinstance(value, bool):
             return value
@@ -158,7 +177,10 @@ def _coerce(value: Any, spec: InputSpec, settings: Settings) -> Any:
     elif kind == "BOOLEAN":
         value = _to_bool(value)
     elif kind == "COMBO":
-        choices = spec.choices(settings) if callable(spec.choices) else spec.choices
+        choices = spec.choices(vctx) if callable(spec.choices) else spec.choices
+        if value not in (choices or ()) and (same := _same_file_name(value, choices or ())):
+            vctx.warn(f"{value!r} is not in the list; using {same!r}, the file of the same name", spec.name)
+            value = same
         if value not in (choices or ()):
             listed = ", ".join(repr(c) for c in list(choices)[:20]) if choices else "none found"
             raise ValueError(f"{value!r} is not among the choices ({listed})")
@@ -169,9 +191,19 @@ def _coerce(value: Any, spec: InputSpec, settings: Settings) -> Any:
             raise ValueError(f"{value} > max {spec.le}")
         if spec.multiple_of and value % spec.multiple_of:
             raise ValueError(f"{value} is not a multiple of {spec.multiple_of}")
-    if spec.check is not None and (problem := spec.check(value, settings)):
+    if spec.check is not None and (problem := spec.check(value, vctx)):
         raise ValueError(problem)
     return value
+
+
+def _same_file_name(value: Any, choices: Any) -> str | None:
+    """The one choice with the same base name as a path saved on another machine
+    (`D:\\models\\vae\\sdxl.vae.safetensors` → `sdxl.vae.safetensors`)."""
+    if not isinstance(value, str) or ("/" not in value and "\\" not in value):
+        return None
+    name = base_name(value)
+    found = [c for c in choices if isinstance(c, str) and base_name(c) == name]
+    return found[0] if len(found) == 1 else None
 
 
 def _to_int(value: Any) -> int:

@@ -141,21 +141,70 @@ def test_a_bad_workflow_does_not_stop_the_batch_unless_fail_fast(batch_models, r
     assert code == 2 and len(capsys.readouterr().out.splitlines()) == 1
 
 
-def test_repeat_follows_control_after_generate(batch_models):
+def _seeds(graph, registry, repeats):
+    return [dict(((n, i), v) for n, i, v in run).get(("14", "seed")) for run in repeat_overrides(graph, registry, repeats, "x")]
+
+
+def test_repeat_follows_control_after_generate_as_the_frontend_does(batch_models):
     graph = load_workflow(EXAMPLES / "kolors_lora.json")
     registry = Session().registry
-    assert graph.controls[("14", "seed")] == "fixed" and repeat_overrides(graph, registry, 3, "x") == []
+    assert graph.controls[("14", "seed")] == "fixed" and _seeds(graph, registry, 3) == [None, None, None]
     graph.nodes["14"].inputs["seed"] = 100
-    for mode, expected in (("increment", 103), ("decrement", 97)):
+    for mode, expected in (("increment", [None, 101, 102, 103]), ("decrement", [None, 99, 98, 97])):
         graph.controls[("14", "seed")] = mode
-        assert repeat_overrides(graph, registry, 3, "x") == [("14", "seed", expected)]
+        assert _seeds(graph, registry, 4) == expected
+    # The frontend clamps to [min, max], max capped at 2^50 for JavaScript: it never wraps.
     graph.nodes["14"].inputs["seed"] = 1
-    assert repeat_overrides(graph, registry, 3, "x") == [("14", "seed", 2**64 - 2)]  # wraps like the UI
+    graph.controls[("14", "seed")] = "decrement"
+    assert _seeds(graph, registry, 4) == [None, 0, 0, 0]
+    cap = 1125899906842624
+    graph.nodes["14"].inputs["seed"] = cap - 1
+    graph.controls[("14", "seed")] = "increment"
+    assert _seeds(graph, registry, 4) == [None, cap, cap, cap]
+    graph.nodes["14"].inputs["seed"] = 2**60  # saved above the cap: the first change pulls it in
+    graph.controls[("14", "seed")] = "decrement"
+    assert _seeds(graph, registry, 3) == [None, cap, cap - 1]
     graph.controls[("14", "seed")] = "randomize"
-    drawn = [repeat_overrides(graph, registry, step, "x")[0][2] for step in (1, 2)]
-    assert drawn == [repeat_overrides(graph, registry, step, "x")[0][2] for step in (1, 2)] and drawn[0] != drawn[1]
+    drawn = _seeds(graph, registry, 50)[1:]
+    assert drawn == _seeds(graph, registry, 50)[1:] and len(set(drawn)) == 49
+    assert all(0 <= seed <= cap for seed in drawn) and max(drawn) > cap // 4  # the whole capped range
     api = load_workflow(txt2img(seed=7))
-    assert repeat_overrides(api, registry, 2, "x") == [("14", "seed", 9)]  # no saved mode: increment
+    assert _seeds(api, registry, 3) == [None, 8, 9]  # no saved mode: increment
+
+
+def test_randomize_draws_whole_steps_from_the_minimum_inside_the_caps():
+    from engine.batch.seeds import FRONTEND_LIMIT, next_value
+
+    import random
+
+    rng = random.Random(0)
+    values = [next_value(0, "randomize", -FRONTEND_LIMIT, 10**6, 5, rng) for _ in range(200)]
+    assert all((v + FRONTEND_LIMIT) % 5 == 0 and -FRONTEND_LIMIT <= v <= 10**6 for v in values)
+    assert next_value(5, "increment", 0, 8, 5, rng) == 8 and next_value(5, "fixed", 0, 8, 5, rng) == 5
+
+
+def test_a_png_replayed_with_repeat_follows_the_modes_in_its_workflow_chunk(batch_models, tmp_path):
+    session = Session(settings=settings(batch_models, tmp_path))
+    graph = load_workflow(EXAMPLES / "kolors_lora.json")
+    [png] = session.execute(graph, overrides=SMALL + ["14.seed=5"]).files
+    replay = load_workflow(png)
+    assert replay.controls[("14", "seed")] == "fixed"
+    with Image.open(png) as image:
+        chunks = dict(image.text)
+    workflow = json.loads(chunks["workflow"])
+    next(n for n in workflow["nodes"] if n["id"] == 14)["widgets_values"][3] = "increment"
+    fresh = Image.new("RGB", (8, 8))
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("prompt", chunks["prompt"])
+    info.add_text("workflow", json.dumps(workflow))
+    fresh.save(tmp_path / "increment.png", pnginfo=info)
+    outcomes = list(session.execute_many([tmp_path / "increment.png"], repeat=3))
+    assert [o.result.provenance["seeds"]["14.seed"] for o in outcomes] == [5, 6, 7]
+    # seed 5 ran just before; 6 and 7 are new images, not cache hits of the saved seed
+    assert [bool(o.result.executed) for o in outcomes] == [False, True, True]
+    assert len({f for o in outcomes for f in o.result.output_files}) == 3
 
 
 def test_repeat_records_the_seeds_used_and_events_stream_as_ndjson(batch_models, runs, tmp_path, capsys):
@@ -179,14 +228,28 @@ def test_sweep_values_files_and_errors(tmp_path):
     assert main(["x.json", "--sweep", "14.seed=@missing.txt"]) == 2
 
 
-def test_manifest_skips_a_torn_last_line_and_appends_after_it(tmp_path):
-    from engine.batch import Manifest
+def test_manifest_skips_a_torn_last_line_and_trusts_only_files_that_match_their_stamps(tmp_path):
+    import os
 
-    (tmp_path / "done.png").write_bytes(b"x")
+    from engine.batch import Manifest
+    from engine.file_hashes import stamp_file
+
+    def entry(path):
+        size, mtime_ns, digest = stamp_file(path)
+        return {"path": str(path), "bytes": size, "mtime_ns": mtime_ns, "sha256": digest}
+
+    for name in ("a.png", "b.png", "d.png"):
+        (tmp_path / name).write_bytes(b"x" * 10)
     manifest = Manifest(tmp_path / "manifest.jsonl")
-    manifest.append({"job": "a", "status": "ok", "files": [{"path": str(tmp_path / "done.png")}]})
+    manifest.append({"job": "a", "status": "ok", "files": [entry(tmp_path / "a.png")]})
     with open(manifest.path, "ab") as handle:
         handle.write(b'{"job": "b", "sta')  # killed while writing
     manifest.append({"job": "c", "status": "ok", "files": []})
+    manifest.append({"job": "d", "status": "ok", "files": [entry(tmp_path / "d.png")]})
+    manifest.append({"job": "e", "status": "ok", "files": [{"path": str(tmp_path / "b.png")}]})  # no stamp
+    assert set(manifest.finished()) == {"a", "c", "d"}
+    assert manifest.path.read_bytes().count(b"\n") == 5
+    (tmp_path / "d.png").write_bytes(b"y" * 10)  # same size, other bytes
+    stat = os.stat(tmp_path / "a.png")
+    os.utime(tmp_path / "a.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched, same bytes
     assert set(manifest.finished()) == {"a", "c"}
-    assert manifest.path.read_bytes().count(b"\n") == 3

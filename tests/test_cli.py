@@ -1,4 +1,5 @@
 """The `run-graph` command: exit codes, JSON Lines, overrides, PNG round trips."""
+import hashlib
 import json
 import subprocess
 import sys
@@ -35,8 +36,11 @@ def test_run_writes_png_with_prompt_chunk_and_reports_json_lines(workdir, capsys
     code, [report] = run_json(capsys, "copy.json")
     assert code == 0 and report["status"] == "ok" and report["errors"] == []
     assert report["nodes"]["1"]["status"] == "executed" and report["nodes"]["2"]["type"] == "SaveImage"
-    [written] = report["files"]
-    assert written.endswith("output/copy_00001_.png")
+    [entry] = report["files"]
+    written = entry["path"]
+    assert written.endswith("output/copy_00001_.png") and not entry["reused"]
+    assert entry["bytes"] == Path(written).stat().st_size
+    assert entry["sha256"] == hashlib.sha256(Path(written).read_bytes()).hexdigest()
     with Image.open(written) as img:
         assert json.loads(img.text["prompt"])["2"]["class_type"] == "SaveImage"
         assert np.array_equal(np.asarray(img), np.asarray(Image.open(workdir / "input" / "in.png")))
@@ -46,17 +50,18 @@ def test_png_written_by_a_run_replays_itself(workdir, capsys):
     main(["copy.json", "-q"])
     first = workdir / "output" / "copy_00001_.png"
     code, [report] = run_json(capsys, str(first))  # same prompt, files present: nothing to do
-    assert code == 0 and report["files"] == [] and report["nodes"]["2"]["status"] == "disk"
+    assert code == 0 and report["nodes"]["2"]["status"] == "disk"
+    assert [(f["path"], f["reused"]) for f in report["files"]] == [(str(Path("output/copy_00001_.png")), True)]
     code, [report] = run_json(capsys, str(first), "--no-cache")
     assert code == 0
-    second = Path(report["files"][0])
+    second = Path(report["files"][0]["path"])
     assert second.name == "copy_00002_.png" and second.read_bytes() == first.read_bytes()
 
 
 def test_set_overrides_by_id_and_by_title(workdir, capsys):
     code, [report] = run_json(capsys, "copy.json", "--set", "Save.filename_prefix=sub/renamed",
                               "--set", "1.image=in.png")
-    assert code == 0 and report["files"][0].endswith("output/sub/renamed_00001_.png")
+    assert code == 0 and report["files"][0]["path"].endswith("output/sub/renamed_00001_.png")
 
 
 def test_invalid_workflow_exits_2_with_every_error(workdir, capsys):

@@ -174,9 +174,10 @@ def test_kolors_in_separate_processes_second_run_executes_nothing_and_new_seed_s
     assert all(n["status"] == "executed" for n in first["nodes"].values())
     second = _run_cli(txt2img(steps=2), tiny_models, tmp_path, "a")
     assert [n for n, r in second["nodes"].items() if r["status"] == "executed"] == []
-    assert second["nodes"]["3"]["status"] == "disk" and second["files"] == []
-    for path in first["files"]:
-        Path(path).unlink()
+    assert second["nodes"]["3"]["status"] == "disk" and all(f["reused"] for f in second["files"])
+    assert [f["path"] for f in second["files"]] == [f["path"] for f in first["files"]]
+    for entry in first["files"]:
+        Path(entry["path"]).unlink()
     rewritten = _run_cli(txt2img(steps=2), tiny_models, tmp_path, "a")  # only the output node runs
     assert [n for n, r in rewritten["nodes"].items() if r["status"] == "executed"] == ["3"]
     assert rewritten["nodes"]["10"]["status"] == "disk" and len(rewritten["files"]) == 2
@@ -213,7 +214,10 @@ WORKER = textwrap.dedent("""
 
     session = Session(toy_nodes.registry(), Settings(cache_dir={cache!r}, output_dir={out!r}))
     for value in range({runs}):
-        graph = dict(CHAIN, **{{"1": {{"class_type": "Constant", "inputs": {{"value": value % 7}}}}}})
+        # one file per value: a file shared by all values would be rewritten by each, and a
+        # cached result whose file changed since is rightly run again
+        graph = dict(CHAIN, **{{"1": {{"class_type": "Constant", "inputs": {{"value": value % 7}}}},
+                                "5": {{"class_type": "Record", "inputs": {{"x": ["4", 0], "name": f"r{{value % 7}}"}}}}}})
         assert session.execute(graph).status == "ok"
         session.cache.clear()  # memory only: each run goes to the shared folder
 """)
@@ -237,6 +241,7 @@ def test_concurrent_processes_share_the_folder_and_a_killed_one_does_no_harm(toy
     victim.send_signal(signal.SIGKILL)  # somewhere in the middle of its runs and writes
     victim.wait(timeout=30)
     for value in range(7):
-        graph = {**CHAIN, "1": {"class_type": "Constant", "inputs": {"value": value}}}
+        graph = {**CHAIN, "1": {"class_type": "Constant", "inputs": {"value": value}},
+                 "5": {"class_type": "Record", "inputs": {"x": ["4", 0], "name": f"r{value}"}}}
         result = fresh(toy_session).execute(graph, raise_on_error=False)
         assert result.status == "ok" and result.executed == [] and result.from_disk == ["5"]

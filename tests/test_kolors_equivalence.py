@@ -36,7 +36,7 @@ CASES = [("EulerDiscreteScheduler", 5.0), ("EulerDiscreteScheduler", 1.0),
 def test_txt2img_latents_and_images_match_kolors_pipeline(session, reference_parts, scheduler, cfg):
     prompts = ["a cat", "a red dog"]
     result = session.execute(txt2img("|".join(prompts), cfg=cfg, scheduler=scheduler, steps=4, seed=7))
-    ours = result.outputs["14"].latent.samples * 0.13025
+    ours = result.outputs["14"].LATENT.samples * 0.13025
     theirs = reference_run(reference_parts, scheduler, prompts, cfg=cfg, steps=4, seed=7, size=64, output_type="latent")
     assert ours.shape == theirs.shape == (2, 4, 8, 8)
     assert (ours - theirs).abs().max().item() <= TOLERANCE
@@ -52,7 +52,7 @@ def test_img2img_matches_kolors_img2img_pipeline(session, reference_parts, sched
     result = session.execute(txt2img("a house", cfg=cfg, scheduler=scheduler, steps=5, seed=3,
                                      image="init.png", strength=0.6))
     init = result.outputs["21"].LATENT.samples * 0.13025
-    ours = result.outputs["14"].latent.samples * 0.13025
+    ours = result.outputs["14"].LATENT.samples * 0.13025
     theirs = reference_run(reference_parts, scheduler, ["a house"], cfg=cfg, steps=5, seed=3, size=64,
                         output_type="latent", init=init, strength=0.6)
     assert (ours - theirs).abs().max().item() <= TOLERANCE

@@ -157,21 +157,21 @@ def test_image_matches_the_same_adapter_run_by_peft_at_inference(lora_models, tm
 def test_strength_node_and_chain_run_end_to_end(lora_models, tmp_path):
     session = Session(settings=Settings(models_dir=lora_models, output_dir=tmp_path, device="cpu"))
     base = txt2img(steps=2)
-    alpha_two = session.execute(with_lora(base, "epoch=0-step=500.ckpt", 2.0)).outputs["14"].latent.samples
+    alpha_two = session.execute(with_lora(base, "epoch=0-step=500.ckpt", 2.0)).outputs["14"].LATENT.samples
     half = session.execute(with_lora(base, "kohya_sgm.safetensors", 0.5, node="KolorsLoraLoaderModelOnly"))
-    assert torch.equal(half.outputs["14"].latent.samples, alpha_two)
+    assert torch.equal(half.outputs["14"].LATENT.samples, alpha_two)
     chained = with_lora(with_lora(base, "second.ckpt", 1.0), "epoch=0-step=500.ckpt", 2.0, node_id="17", source="16")
     chained["16"]["inputs"]["kolors_model"] = ["6", 0]
     result = session.execute(chained)
-    assert result.nodes["17"].status == "executed" and not torch.equal(result.outputs["14"].latent.samples, alpha_two)
+    assert result.nodes["17"].status == "executed" and not torch.equal(result.outputs["14"].LATENT.samples, alpha_two)
 
 
 def test_alpha_zero_equals_base_and_base_after_lora_equals_a_fresh_process(lora_models, tmp_path):
     base = txt2img(steps=2)
     session = Session(settings=Settings(models_dir=lora_models, output_dir=tmp_path / "here", device="cpu"))
-    base_latent = session.execute(base).outputs["14"].latent.samples
-    zero = session.execute(with_lora(base, "epoch=0-step=500.ckpt", 0.0)).outputs["14"].latent.samples
-    two = session.execute(with_lora(base, "epoch=0-step=500.ckpt", 2.0)).outputs["14"].latent.samples
+    base_latent = session.execute(base).outputs["14"].LATENT.samples
+    zero = session.execute(with_lora(base, "epoch=0-step=500.ckpt", 0.0)).outputs["14"].LATENT.samples
+    two = session.execute(with_lora(base, "epoch=0-step=500.ckpt", 2.0)).outputs["14"].LATENT.samples
     assert torch.equal(zero, base_latent) and not torch.allclose(two, base_latent, atol=1e-3)
     after = session.execute(txt2img(steps=2, seed=43)).files
     assert set(session.models.load_counts.values()) == {1}  # the base was never reloaded

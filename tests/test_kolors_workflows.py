@@ -23,10 +23,11 @@ def test_txt2img_example_writes_four_images_identical_across_runs_and_seed_chang
     code, [first] = run(capsys, example, *base, "--output-dir", str(tmp_path / "a"))
     assert code == 0 and len(first["files"]) == 4
     code, [again] = run(capsys, example, *base, "--output-dir", str(tmp_path / "b"))
-    assert [Path(f).read_bytes() for f in first["files"]] == [Path(f).read_bytes() for f in again["files"]]
+    assert [f["sha256"] for f in first["files"]] == [f["sha256"] for f in again["files"]]
+    assert [Path(f["path"]).read_bytes() for f in first["files"]] == [Path(f["path"]).read_bytes() for f in again["files"]]
     code, [reseeded] = run(capsys, example, *base, "--output-dir", str(tmp_path / "c"), "--set", "14.seed=1")
     assert code == 0
-    assert all(Path(a).read_bytes() != Path(b).read_bytes() for a, b in zip(first["files"], reseeded["files"]))
+    assert all(a["sha256"] != b["sha256"] for a, b in zip(first["files"], reseeded["files"]))
 
 
 def test_example_runs_from_a_pristine_copy_of_the_shared_workflow(tiny_models, tmp_path, capsys):

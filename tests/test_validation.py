@@ -52,7 +52,7 @@ def test_deep_chain_of_2000_nodes_validates_without_recursion(toy_session):
 
 
 def test_crashing_custom_validator_is_reported_on_its_node(toy_session, monkeypatch):
-    def explode(cls, constants, linked, settings):
+    def explode(cls, constants, linked, vctx):
         raise KeyError("oops")
     monkeypatch.setattr(t.FloatOrNumber, "check_inputs", classmethod(explode))
     errs = errors_of(toy_session, api(("1", "FloatOrNumber", {"x": 1.0}), ("2", "Record", {"x": ["1", 0]})))

@@ -99,7 +99,7 @@ class FloatOrNumber(Node):
     x: Number | float = Link()
 
     @classmethod
-    def check_inputs(cls, constants, linked_types, settings):
+    def check_inputs(cls, constants, linked_types, vctx):
         if "x" in constants and not isinstance(constants["x"], float):
             return [("x", f"must be a float, got {type(constants['x']).__name__}")]
         if "x" in linked_types and linked_types["x"] != "NUMBER":

@@ -1,6 +1,7 @@
 """SaveImage, PreviewImage and LoadImage: images to and from PNG files, with ComfyUI metadata."""
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import time
@@ -8,16 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import Link, Node, NodeOutput, SavedFiles, Widget
-from engine.settings import Settings, UnsafePathError
+from engine.settings import UnsafePathError
 
 from ..types import Image, Mask
 
-_COUNTER = re.compile(r"_(\d{5,})_\.png$")
+BATCH_NUM = "%batch_num%"
 
 
-def _prefix_stays_inside(prefix: str, settings: Settings) -> str | None:
+def _prefix_stays_inside(prefix: str, vctx) -> str | None:
     try:
-        settings.contained_path(settings.output_dir, prefix or "x", "filename_prefix")
+        vctx.settings.output_path(prefix or "x", "filename_prefix")
     except UnsafePathError as exc:
         return str(exc)
     return None
@@ -34,9 +35,18 @@ def _expand_prefix(prefix: str, width: int, height: int) -> str:
     return prefix
 
 
+def _next_counter(folder: Path, stem: str) -> int:
+    """One past the highest `<stem>_NNNNN_.png` in the folder (`%batch_num%` matching any index),
+    as ComfyUI numbers its files."""
+    pattern = re.compile(re.escape(stem).replace(re.escape(BATCH_NUM), r"\d+") + r"_(\d{5,})_\.png$")
+    found = [int(m.group(1)) for f in folder.iterdir() if (m := pattern.match(f.name))]
+    return max(found, default=0) + 1
+
+
 def save_images(ctx, images: Image, prefix: str, compress_level: int) -> tuple[str, ...]:
     """Write each image as `<prefix>_<counter:05>_.png`, the counter continuing after the highest
-    existing one, with `prompt` and `workflow` text chunks so ComfyUI can load the file back."""
+    existing one, with `prompt` and `workflow` text chunks so ComfyUI can load the file back.
+    Each name is claimed atomically: a name another process takes meanwhile is skipped."""
     import numpy as np
     from PIL import Image as PILImage
     from PIL.PngImagePlugin import PngInfo
@@ -47,9 +57,7 @@ def save_images(ctx, images: Image, prefix: str, compress_level: int) -> tuple[s
     folder = ctx.output_path(str(relative.parent))
     stem = relative.name
     folder.mkdir(parents=True, exist_ok=True)
-    existing = [int(m.group(1)) for f in folder.iterdir()
-                if f.name.startswith(stem + "_") and (m := _COUNTER.search(f.name))]
-    counter = max(existing, default=0) + 1
+    counter = _next_counter(folder, stem)
 
     info = PngInfo()
     info.add_text("prompt", json.dumps(ctx.run.prompt))
@@ -61,13 +69,13 @@ def save_images(ctx, images: Image, prefix: str, compress_level: int) -> tuple[s
     arrays = np.clip(pixels.float().cpu().numpy() * 255.0, 0, 255).astype(np.uint8)
     written = []
     for index in range(batch):
-        name = stem.replace("%batch_num%", str(index))
-        path = folder / f"{name}_{counter:05}_.png"
+        name = stem.replace(BATCH_NUM, str(index))
         picture = PILImage.fromarray(arrays[index])
-        ctx.write_file(path, lambda fh, p=picture: p.save(fh, format="PNG", pnginfo=info,
-                                                          compress_level=compress_level))
+        names = (f"{name}_{n:05}_.png" for n in itertools.count(counter))
+        path = ctx.write_new_file(folder, names, lambda fh, p=picture: p.save(
+            fh, format="PNG", pnginfo=info, compress_level=compress_level))
         written.append(str(path))
-        counter += 1
+        counter = int(path.name[len(name) + 1:-5]) + 1
     return tuple(written)
 
 
@@ -101,13 +109,11 @@ class PreviewImage(Node):
         return SavedFiles(save_images(ctx, self.images, "previews/ComfyUI_temp", compress_level=1))
 
 
-def _image_exists(name: str, settings: Settings) -> str | None:
+def _image_exists(name: str, vctx) -> str | None:
     try:
-        path = settings.contained_path(settings.input_dir, name, "image")
-    except UnsafePathError as exc:
+        vctx.settings.input_file(name, "image")
+    except (UnsafePathError, FileNotFoundError) as exc:
         return str(exc)
-    if not path.is_file():
-        return f"no image file {name!r} in {settings.input_dir}"
     return None
 
 
@@ -129,14 +135,14 @@ class LoadImage(Node):
     @classmethod
     def fingerprint(cls, constants, settings):
         # The file content is part of the cache key: same name, new pixels → re-run.
-        return settings.file_sha256(settings.contained_path(settings.input_dir, constants["image"], "image"))
+        return settings.file_sha256(settings.input_file(constants["image"], "image"))
 
     def execute(self, ctx) -> ImageMaskOut:
         import numpy as np
         import torch
         from PIL import Image as PILImage, ImageOps, ImageSequence
 
-        path = ctx.settings.contained_path(ctx.settings.input_dir, self.image, "image")
+        path = ctx.settings.input_file(self.image, "image")
         frames, masks = [], []
         with PILImage.open(path) as img:
             for frame in ImageSequence.Iterator(img):

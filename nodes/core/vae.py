@@ -25,8 +25,8 @@ def model_files(settings: Settings, folder: str, extensions: tuple[str, ...]) ->
                   if p.is_file() and p.suffix.lower() in extensions)
 
 
-def _vae_files(settings: Settings) -> list[str]:
-    return model_files(settings, "vae", VAE_EXTENSIONS)
+def _vae_files(vctx) -> list[str]:
+    return model_files(vctx.settings, "vae", VAE_EXTENSIONS)
 
 
 def read_state_dict(path: Path) -> dict:
@@ -130,12 +130,13 @@ class VAELoader(Node):
 
     @classmethod
     def fingerprint(cls, constants, settings):
-        return settings.file_sha256(settings.contained_path(settings.models_dir / "vae", constants["vae_name"]))
+        return settings.file_sha256(settings.model_file("vae", constants["vae_name"], "vae_name"))
 
     def execute(self, ctx) -> VAEOut:
-        path = ctx.settings.contained_path(ctx.settings.models_dir / "vae", self.vae_name, "vae_name")
-        if not path.is_file():
-            raise ModelLoadError(f"VAE file {path} not found")
+        try:
+            path = ctx.settings.model_file("vae", self.vae_name, "vae_name")
+        except FileNotFoundError as exc:
+            raise ModelLoadError(str(exc)) from exc
         return VAEOut(VAE(str(path), ctx.device))
 
 

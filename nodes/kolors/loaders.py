@@ -15,6 +15,7 @@ from engine import ModelLoadError, Node, NodeOutput, Widget
 
 from .models import ChatGLM3, KolorsModel
 
+KOLORS_REPO = "Kwai-Kolors/Kolors"
 UNET_FILES = ("diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.safetensors")
 # What the wrapper downloads for each node (kijai/ComfyUI-KwaiKolorsWrapper nodes.py).
 UNET_DOWNLOAD = dict(allow_patterns=["*fp16.safetensors*", "*.json"],
@@ -26,12 +27,37 @@ def kolors_folder(models_dir: Path, repo_id: str) -> Path:
     return models_dir / "diffusers" / repo_id.split("/")[-1]
 
 
-def _download_or_explain(repo_id: str, folder: Path, expected: str, patterns: dict) -> None:
-    """Fetch the wrapper's file set from the hub; offline, say what to put where."""
-    hint = (f"expected {expected} under {folder}. Download them with "
+def _hint(repo_id: str, folder: Path, expected: str) -> str:
+    return (f"expected {expected} under {folder}. Download them with "
             f"`huggingface-cli download {repo_id} --local-dir {folder}` or point --models-dir "
             f"(or $RUN_GRAPH_MODELS_DIR) at a ComfyUI models folder that has them")
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+
+
+def _downloads_off() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def check_model_folder(vctx, folder: Path, repo_id: str, expected: str, check) -> list[tuple[str | None, str]]:
+    """Validation of a loader's folder: present and sound, or missing. A missing folder is an
+    error when downloads are off, and a warning naming the repo when one would be tried."""
+    if folder.is_dir():
+        try:
+            check(folder)
+        except ModelLoadError as exc:
+            return [(None, str(exc))]
+        return []
+    if _downloads_off():
+        return [(None, f"model folder {folder} is missing, and downloads from the hub repo {repo_id} are off "
+                       f"(HF_HUB_OFFLINE); {_hint(repo_id, folder, expected)}")]
+    vctx.warn(f"model folder {folder} is missing: it will be downloaded from the hub repo {repo_id} when the "
+              "workflow runs", kind="model_download")
+    return []
+
+
+def _download_or_explain(repo_id: str, folder: Path, expected: str, patterns: dict) -> None:
+    """Fetch the wrapper's file set from the hub; offline, say what to put where."""
+    hint = _hint(repo_id, folder, expected)
+    if _downloads_off():
         raise ModelLoadError(f"model folder {folder} is missing and downloads are off (HF_HUB_OFFLINE); {hint}")
     try:
         from huggingface_hub import snapshot_download
@@ -47,6 +73,10 @@ def _read_config(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+
+
+UNET_EXPECTED = "unet/config.json and unet/diffusion_pytorch_model.fp16.safetensors"
+TEXT_ENCODER_EXPECTED = "text_encoder/config.json, pytorch_model-*.bin (+ index) and tokenizer.model"
 
 
 def check_unet_folder(folder: Path) -> None:
@@ -114,11 +144,16 @@ class DownloadAndLoadKolorsModel(Node):
     def fingerprint(cls, constants, settings):
         return folder_fingerprint(settings, kolors_folder(settings.models_dir, constants["model"]) / "unet")
 
+    @classmethod
+    def check_inputs(cls, constants, linked_types, vctx):
+        folder = kolors_folder(vctx.settings.models_dir, constants["model"])
+        return check_model_folder(vctx, folder / "unet", constants["model"], UNET_EXPECTED,
+                                  lambda unet: check_unet_folder(unet.parent))
+
     def execute(self, ctx) -> KolorsModelOut:
         folder = kolors_folder(ctx.settings.models_dir, self.model)
         if not (folder / "unet").is_dir():
-            _download_or_explain(self.model, folder, "unet/config.json and "
-                                 "unet/diffusion_pytorch_model.fp16.safetensors", UNET_DOWNLOAD)
+            _download_or_explain(self.model, folder, UNET_EXPECTED, UNET_DOWNLOAD)
         check_unet_folder(folder)
         return KolorsModelOut(KolorsModel(str(folder), self.precision, ctx.device))
 
@@ -135,14 +170,18 @@ class DownloadAndLoadChatGLM3(Node):
 
     @classmethod
     def fingerprint(cls, constants, settings):
-        folder = kolors_folder(settings.models_dir, "Kwai-Kolors/Kolors") / "text_encoder"
+        folder = kolors_folder(settings.models_dir, KOLORS_REPO) / "text_encoder"
         return folder_fingerprint(settings, folder)
 
+    @classmethod
+    def check_inputs(cls, constants, linked_types, vctx):
+        folder = kolors_folder(vctx.settings.models_dir, KOLORS_REPO) / "text_encoder"
+        return check_model_folder(vctx, folder, KOLORS_REPO, TEXT_ENCODER_EXPECTED, check_text_encoder_folder)
+
     def execute(self, ctx) -> ChatGLM3Out:
-        root = kolors_folder(ctx.settings.models_dir, "Kwai-Kolors/Kolors")
+        root = kolors_folder(ctx.settings.models_dir, KOLORS_REPO)
         folder = root / "text_encoder"
         if not folder.is_dir():
-            _download_or_explain("Kwai-Kolors/Kolors", root, "text_encoder/config.json, "
-                                 "pytorch_model-*.bin (+ index) and tokenizer.model", TEXT_ENCODER_DOWNLOAD)
+            _download_or_explain(KOLORS_REPO, root, TEXT_ENCODER_EXPECTED, TEXT_ENCODER_DOWNLOAD)
         check_text_encoder_folder(folder)
         return ChatGLM3Out(ChatGLM3(str(folder), self.precision, ctx.device))

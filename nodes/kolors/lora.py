@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ from ..core.vae import read_state_dict
 from .loaders import KolorsModelOut
 from .models import KolorsModel, LoraSpec
 
-log = logging.getLogger("run_graph.lora")
 
 # DiffSynth's SDXLUNet block index -> diffusers prefix (kolors-nodes.md §6.3).
 DIFFSYNTH_BLOCKS = {
@@ -155,8 +153,10 @@ def scaled_layers(unet, spec: LoraSpec) -> list[tuple[str, LoraLayer, float]]:
 
 
 @contextmanager
-def lora_applied(unet, loras: tuple[LoraSpec, ...]):
-    """Merge the LoRAs into `unet` for the block's duration; restore the saved weights after."""
+def lora_applied(unet, loras: tuple[LoraSpec, ...], change: Any = None):
+    """Merge the LoRAs into `unet` for the block's duration; restore the saved weights after.
+    `change` (ModelStore.modifying's) is told once every weight is back; an interrupt before
+    that leaves the model marked, and the store reloads it."""
     import torch
 
     saved: dict[str, torch.Tensor] = {}
@@ -171,36 +171,28 @@ def lora_applied(unet, loras: tuple[LoraSpec, ...]):
                     weight.copy_((weight.float() + scale * (up @ down)).to(weight.dtype))
         yield unet
     finally:
-        with torch.no_grad():
-            for name, original in saved.items():
-                unet.get_submodule(name).weight.copy_(original)
+        restore_weights(unet, saved)
+        if change is not None:
+            change.undone()
+
+
+def restore_weights(unet, saved: dict) -> None:
+    import torch
+
+    with torch.no_grad():
+        for name, original in saved.items():
+            unet.get_submodule(name).weight.copy_(original)
 
 
 def resolve_lora_path(lora_path: str, settings: Settings) -> Path:
-    """A name under <models>/loras, or an absolute path (allowed with unsafe paths). An absolute
-    path that does not exist falls back to the file of the same name in <models>/loras."""
-    loras = settings.models_dir / "loras"
-    candidate = Path(lora_path)
-    if candidate.is_absolute():
-        if candidate.is_file() and settings.allow_unsafe_paths:
-            return candidate
-        fallback = loras / candidate.name
-        if fallback.is_file():
-            if candidate != fallback:
-                log.info("LoRA %s: using %s from the loras folder", lora_path, fallback)
-            return fallback
-        if candidate.is_file():
-            raise UnsafePathError(f"{lora_path} is outside {loras}; copy it there or allow unsafe paths")
-        raise FileNotFoundError(f"no LoRA at {lora_path} nor {fallback}")
-    path = settings.contained_path(loras, lora_path, "lora_path")
-    if not path.is_file():
-        raise FileNotFoundError(f"no LoRA file {lora_path!r} in {loras}")
-    return path
+    """A name under <models>/loras, or an absolute path; a path from another machine (Windows or
+    POSIX) that does not exist here falls back to the file of the same name in <models>/loras."""
+    return settings.model_file("loras", lora_path, "LoRA")
 
 
-def _check_lora_path(value: str, settings: Settings) -> str | None:
+def _check_lora_path(value: str, vctx) -> str | None:
     try:
-        resolve_lora_path(value, settings)
+        resolve_lora_path(value, vctx.settings)
     except (UnsafePathError, FileNotFoundError) as exc:
         return str(exc)
     return None

@@ -1,15 +1,20 @@
-"""KolorsSampler: the wrapper's trimmed SDXL pipeline, with diffusers schedulers and CPU noise.
+"""KolorsSampler: the wrapper's trimmed SDXL pipeline, with diffusers schedulers.
+
+Initial noise is drawn as the wrapper draws it: a generator on the run's device, in the UNet's
+dtype, so a seed saved from ComfyUI on a GPU gives the image its user saw. `noise_device: cpu`
+(the widget, or `--noise-device cpu` for every sampler) draws on the CPU instead, which gives
+the same image on every device.
 
 Mirrors: kijai/ComfyUI-KwaiKolorsWrapper:kolors/pipelines/pipeline_stable_diffusion_xl_chatglm_256.py
 """
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from typing import Literal
 
-from engine import Link, Node, NodeOutput, Widget
+from engine import Link, Node, Widget
 
+from ..core.latent import LatentOut
 from ..types import Latent
 from .constants import KOLORS_SCHEDULER_CONFIG, VAE_SCALING_FACTOR
 from .lora import lora_applied
@@ -46,9 +51,10 @@ def add_time_ids(height: int, width: int):
     return [height, width, 0, 0, height, width]
 
 
-@dataclass(frozen=True)
-class LatentOut(NodeOutput):
-    latent: Latent
+def noise_device(widget: str, settings, device: str) -> str:
+    """Where the initial noise is drawn: `--noise-device` (settings) wins over the widget."""
+    choice = settings.noise_device or widget
+    return "cpu" if choice == "cpu" else device
 
 
 class KolorsSampler(Node):
@@ -57,6 +63,7 @@ class KolorsSampler(Node):
     class_type = "KolorsSampler"
     display_name = "Kolors Sampler"
     category = "KwaiKolorsWrapper"
+    output_names = ("latent",)
 
     kolors_model: KolorsModel = Link()
     kolors_embeds: KolorsEmbeds = Link()
@@ -69,12 +76,17 @@ class KolorsSampler(Node):
     scheduler: SchedulerName = Widget("EulerDiscreteScheduler")
     latent: Latent | None = Link(optional=True)
     denoise_strength: float = Widget(1.0, ge=0.0, le=1.0, step=0.01, optional=True)
-    # Not in the wrapper (it draws fp16 noise on CUDA): CPU noise gives the same image on every
-    # device; "device" draws on the run's device instead.
-    noise_device: Literal["cpu", "device"] = Widget("cpu", optional=True)
+    # Not in the wrapper, which always draws on the run's device ("device"). "cpu" gives the same
+    # image on every device, but not the wrapper's image on a GPU.
+    noise_device: Literal["device", "cpu"] = Widget("device", optional=True, extension=True)
 
     @classmethod
-    def check_inputs(cls, constants, linked_types, settings):
+    def fingerprint(cls, constants, settings):
+        # `--noise-device` changes the image without changing the graph: it belongs in the key.
+        return settings.noise_device
+
+    @classmethod
+    def check_inputs(cls, constants, linked_types, vctx):
         # img2img keeps int(steps * denoise_strength) steps; zero would return the input unchanged
         steps, strength = constants.get("steps"), constants.get("denoise_strength", 1.0)
         if "latent" in linked_types and isinstance(steps, int) and isinstance(strength, (int, float)) \
@@ -88,13 +100,15 @@ class KolorsSampler(Node):
 
         unet = ctx.models.get(self.kolors_model)
         device, dtype = self.kolors_model.device, unet.dtype
-        with lora_applied(unet, self.kolors_model.loras):
+        drawn_on = noise_device(self.noise_device, ctx.settings, device)
+        ctx.record("noise", {"device": drawn_on, "dtype": str(dtype).removeprefix("torch.")})
+        with ctx.models.modifying(self.kolors_model) as change, \
+                lora_applied(unet, self.kolors_model.loras, change):
             latents = sample(unet, make_scheduler(self.scheduler), self.kolors_embeds, width=self.width,
                              height=self.height, seed=self.seed, steps=self.steps, cfg=self.cfg,
                              init_latent=None if self.latent is None else self.latent.samples,
                              strength=self.denoise_strength, device=device, dtype=dtype,
-                             noise_device="cpu" if self.noise_device == "cpu" else device,
-                             on_step=ctx.progress)
+                             noise_device=drawn_on, on_step=ctx.progress)
         return LatentOut(Latent((latents.float() / VAE_SCALING_FACTOR).to("cpu", torch.float32)))
 
 
