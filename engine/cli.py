@@ -44,8 +44,14 @@ class UsageError(Exception):
         super().__init__(f"{flag} {str(value)!r}: {reason}")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        # One line a script can read, not the whole usage block.
+        self.exit(EXIT_INVALID, f"run-graph: {message} (see run-graph --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run-graph", description="Run ComfyUI workflows headless "
+    p = _Parser(prog="run-graph", description="Run ComfyUI workflows headless "
                                 "(UI workflow JSON, API prompt JSON, or PNGs that carry them).")
     p.add_argument("files", nargs="*", type=Path,
                    help="workflow files (.json or .png) and folders of them; several make a batch")

@@ -1,6 +1,7 @@
 """The `run-graph` command: exit codes, JSON Lines, overrides, PNG round trips."""
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,59 @@ def test_cli_prints_no_traceback_on_bad_input(workdir):
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "x.json"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "x.json" in proc.stderr
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["copy.json", "--set", "bogus"], "--set 'bogus'"),
+    (["copy.json", "--sweep", "x=1..5:0"], "--sweep 'x=1..5:0'"),
+    (["copy.json", "--sweep", "2.seed=1..5:0"], "the step after ':' must be at least 1"),
+    (["copy.json", "--sweep", "no-equals-sign"], "--sweep 'no-equals-sign'"),
+    (["copy.json", "--sweep-file", "missing.yaml"], "--sweep-file 'missing.yaml'"),
+    (["copy.json", "--sweep-file", "list.yaml"], "--sweep-file 'list.yaml'"),
+    (["copy.json", "--sweep-zip", "1.a=[1,2]", "--sweep-zip", "1.b=[1]"], "--sweep-zip"),
+    (["copy.json", "--cache-size", "lots"], "--cache-size 'lots'"),
+    (["copy.json", "--ram-budget=-3GB"], "--ram-budget '-3GB'"),
+    (["copy.json", "--ram-budget", "-3GB"], "--ram-budget"),
+    (["copy.json", "--events", "xml"], "--events"),
+    (["copy.json", "--repeat", "0"], "--repeat '0'"),
+    (["copy.json", "--device", "gpu"], "--device 'gpu'"),
+])
+def test_every_malformed_command_line_value_exits_2_with_one_line_naming_the_flag(workdir, args, flag):
+    Path("list.yaml").write_text("- 1\n- 2\n")
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and flag in lines[0], proc.stderr
+    assert "internal error" not in proc.stderr and not (workdir / "output").exists()
+
+
+def test_an_output_folder_held_by_another_batch_is_its_own_exit_code_naming_the_holder(workdir, capsys):
+    from engine.batch import output_folder_lock
+
+    with output_folder_lock(workdir / "output"):
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", "copy.json", "copy.json"],
+                              capture_output=True, text=True)
+    assert proc.returncode == 75
+    assert "in use by another run-graph batch" in proc.stderr and f"pid {os.getpid()}" in proc.stderr
+    assert main(["copy.json", "copy.json", "-q"]) == 0  # free again
+
+
+def test_json_lines_follow_the_shipped_schema(workdir, capsys):
+    from schemas import RunReport
+    from schemas.report import SCHEMA_PATH, json_schema
+
+    assert json.loads(SCHEMA_PATH.read_text()) == json_schema()  # regenerate: run-graph --json-schema
+    assert main(["--json-schema"]) == 0 and json.loads(capsys.readouterr().out) == json_schema()
+    Path("short.json").write_text(json.dumps(SHORT_UI))
+    code, reports = run_json(capsys, "copy.json", "short.json", "--no-resume")
+    for report in reports:
+        RunReport.model_validate(report)
+    [warning] = reports[1]["warnings"]
+    assert (warning["node_id"], warning["kind"]) == ("2", "widgets_defaulted")
+    assert "filename_prefix='ComfyUI'" in warning["message"]
+
+
+# A UI workflow saved before SaveImage's prefix widget held a value: the widget takes its default.
+SHORT_UI = {"nodes": [
+    {"id": 1, "type": "LoadImage", "widgets_values": ["in.png", "image"], "outputs": [{"name": "IMAGE", "links": [1]}]},
+    {"id": 2, "type": "SaveImage", "widgets_values": [], "inputs": [{"name": "images", "link": 1}]}],
+    "links": [[1, 1, 0, 2, 0, "IMAGE"]]}

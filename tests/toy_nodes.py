@@ -111,6 +111,23 @@ class FloatOrNumber(Node):
         return NumberOut(Number(self.x if isinstance(self.x, float) else self.x.value))
 
 
+class Steps(Node):
+    """Like a sampler: reports `steps` progress steps, `pause_s` apart (cancel is noticed there)."""
+    class_type = "Steps"
+    x: Number = Link()
+    steps: int = Widget(50, ge=1, le=10_000)
+    pause_s: float = Widget(0.01)
+
+    def execute(self, ctx) -> NumberOut:
+        import time
+
+        CALLS.append(self.class_type)
+        for step in range(self.steps):
+            time.sleep(self.pause_s)
+            ctx.progress(step + 1, self.steps)
+        return NumberOut(Number(self.x.value + self.steps))
+
+
 class Record(Node):
     """Output node: writes the value to a text file in the output folder."""
     class_type = "Record"
@@ -127,7 +144,7 @@ class Record(Node):
         return SavedFiles((str(path),))
 
 
-TOY_NODES = [Constant, Add, Scale, Fail, Volatile, Fingerprinted, FloatOrNumber, Record]
+TOY_NODES = [Constant, Add, Scale, Fail, Volatile, Fingerprinted, FloatOrNumber, Steps, Record]
 
 
 def registry() -> NodeRegistry:
