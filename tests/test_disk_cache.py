@@ -40,6 +40,37 @@ def test_a_second_session_takes_every_output_from_disk(toy_session):
     assert t.Record.RESULTS[-1] == (2 + 3) * 7 + 0.5
 
 
+def test_an_entry_evicted_by_another_process_while_being_read_is_a_miss_not_damage(tmp_path, monkeypatch, caplog):
+    import engine.disk_cache as disk_cache
+
+    disk = DiskCache(tmp_path, 2**30, lambda: "cpu")
+    latent = Latent(torch.zeros(1, 4, 2, 2))
+    from nodes.core.latent import LatentOut
+
+    disk.put("early", LatentOut(latent))
+    disk.put("late", LatentOut(latent))
+    import safetensors
+
+    real_safe_open = safetensors.safe_open
+
+    def evicted_first(path, *args, **kwargs):
+        Path(path).unlink()  # the other process's eviction lands between lookup and read
+        return real_safe_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors, "safe_open", evicted_first)
+    assert disk.get("early") is None
+    monkeypatch.undo()
+
+    def evicted_after_read(path, *args, **kwargs):
+        Path(path).unlink()
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(disk_cache.os, "utime", evicted_after_read)
+    entry = disk.get("late")  # read whole, gone before its timestamp moved: still a hit
+    assert entry is not None and torch.equal(entry.output.LATENT.samples, latent.samples)
+    assert "damaged" not in caplog.text
+
+
 def test_tensors_round_trip_exactly_and_entries_are_safetensors_not_pickles(tmp_path):
     disk = DiskCache(tmp_path, 2**30, lambda: "cpu")
     latent = Latent(torch.randn(2, 4, 8, 8).to(torch.bfloat16))

@@ -220,3 +220,69 @@ def test_lora_for_another_architecture_is_refused_listing_unmatched_layers(lora_
         with_lora(txt2img(steps=1), "other.safetensors", 1.0), raise_on_error=False)
     assert result.status == "invalid" and result.errors[0].node_id == "16"
     assert next(iter(state)).rsplit(".lora_", 1)[0] in result.errors[0].message
+
+
+def test_an_interrupt_in_the_middle_of_the_restore_never_leaves_the_cached_unet_changed(lora_models, tmp_path,
+                                                                                        monkeypatch):
+    import nodes.kolors.lora as lora
+
+    session = Session(settings=Settings(models_dir=lora_models, output_dir=tmp_path, device="cpu"), cache=False)
+    base = txt2img(steps=2)
+    clean = session.execute(base).outputs["14"].LATENT.samples
+    real_restore = lora.restore_weights
+
+    def interrupted(unet, saved):
+        real_restore(unet, dict(list(saved.items())[: len(saved) // 2]))  # half the weights back, then ^C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lora, "restore_weights", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        session.execute(with_lora(base, "epoch=0-step=500.ckpt", 2.0))
+    monkeypatch.undo()
+    after = session.execute(base).outputs["14"].LATENT.samples
+    assert torch.equal(after, clean)
+    unet_key = next(k for k in session.models.load_counts if k[0] == "kolors-unet")
+    assert session.models.load_counts[unet_key] == 2  # reloaded, not used half-merged
+
+
+def test_an_interrupt_while_sampling_with_a_lora_restores_and_keeps_the_loaded_unet(lora_models, tmp_path):
+    session = Session(settings=Settings(models_dir=lora_models, output_dir=tmp_path, device="cpu"), cache=False)
+    base = txt2img(steps=3)
+    clean = session.execute(base).outputs["14"].LATENT.samples
+
+    def interrupt_at_step_two(kind, data):
+        if kind == "progress" and data["value"] == 2:
+            raise KeyboardInterrupt
+
+    session.on_event = interrupt_at_step_two
+    with pytest.raises(KeyboardInterrupt):
+        session.execute(with_lora(base, "epoch=0-step=500.ckpt", 2.0))
+    session.on_event = lambda kind, data: None
+    assert torch.equal(session.execute(base).outputs["14"].LATENT.samples, clean)
+    assert set(session.models.load_counts.values()) == {1}  # the restore finished: no reload needed
+
+
+def test_threads_running_base_and_lora_workflows_on_one_session_get_the_sequential_results(lora_models, tmp_path):
+    import threading
+
+    base, styled = txt2img(steps=2), with_lora(txt2img(steps=2), "epoch=0-step=500.ckpt", 2.0)
+    sequential = Session(settings=Settings(models_dir=lora_models, output_dir=tmp_path / "seq", device="cpu"),
+                         cache=False)
+    expected = {name: sequential.execute(g).outputs["14"].LATENT.samples for name, g in (("base", base), ("lora", styled))}
+    shared = Session(settings=Settings(models_dir=lora_models, output_dir=tmp_path / "par", device="cpu"), cache=False)
+    got, failures = [], []
+
+    def worker(name, graph):
+        try:
+            for _ in range(3):
+                got.append((name, shared.execute(graph).outputs["14"].LATENT.samples))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=item) for item in (("base", base), ("lora", styled)) * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures and len(got) == 12
+    assert all(torch.equal(latent, expected[name]) for name, latent in got)
