@@ -146,7 +146,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.cache_info or args.clear_cache:
         return _cache_command(settings, args.clear_cache, args.json)
     if not args.files:
-        raise UsageError("FILES", "", "no workflow file given (see run-graph --help)")
+        log.error("run-graph: no workflow file given (see run-graph --help)")
+        return EXIT_INVALID
     overrides = [_parsed("--set", text, parse_assignment) for text in args.overrides]
     if args.validate:
         session = Session(default_registry(), settings)

@@ -61,7 +61,9 @@ def run_plan(plan: ExecutionPlan, graph: Graph, registry: NodeRegistry, cache: A
         finally:
             models.release()  # the node is done with its models: they may make room for others
         seconds = time.perf_counter() - started
-        collected = {k: v for ref in {v.node_id for _, v in node.links()} for k, v in upstream_records[ref].items()}
+        collected: dict = {}
+        for _, ref in node.links():
+            collected.update(upstream_records[ref.node_id])
         if node_id in run.metadata:
             collected[signature] = run.metadata[node_id]
         upstream_records[node_id] = collected

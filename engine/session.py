@@ -15,6 +15,7 @@ from .disk_cache import DiskCache
 from .errors import EngineError, NodeError, NodeExecutionError, RunCancelled, ValidationFailed
 from .execute import run_plan
 from .graph import Graph, LinkRef, natural_key
+from .heap import trim_heap
 from .load import load_workflow
 from .model_store import ModelStore, default_ram_budget
 from .overrides import apply_overrides, parse_assignment
@@ -26,7 +27,7 @@ from .sweep import Sweep
 from .validate import validate
 
 __all__ = ["RunResult", "Session", "default_registry", "execute", "execute_many"]
-MEMORY_CACHE_CAP = 2**30
+MEMORY_CACHE_CAP = 256 * 2**20
 
 
 class Session:
@@ -46,8 +47,10 @@ class Session:
         if cache and self.settings.cache_dir is not None:
             disk = DiskCache(self.settings.cache_dir, self.settings.cache_size, self.settings.torch_device)
         ram_budget = self.settings.ram_budget or default_ram_budget()
-        if memory_cache_bytes is None:  # an eighth of the model budget, at most 1 GiB
-            memory_cache_bytes = min(MEMORY_CACHE_CAP, ram_budget // 8)
+        if memory_cache_bytes is None:
+            # Small on purpose: the disk cache holds every persisted output too, and reading one
+            # back costs milliseconds; a long sweep must not grow by its decoded images.
+            memory_cache_bytes = min(MEMORY_CACHE_CAP, ram_budget // 16)
         self.cache = OutputCache(memory_cache_bytes, disk) if cache else NullCache()
         self.models = ModelStore(ram_budget, self.settings.vram_budget, shares_ram_with=self.cache)
         self.on_event = on_event or (lambda kind, data: None)
@@ -126,6 +129,8 @@ class Session:
                 exc.result = result
                 raise
         finally:
+            if result.executed:
+                trim_heap()
             result.nodes = dict(sorted(result.nodes.items(), key=lambda kv: natural_key(kv[0])))
             result.seconds = time.perf_counter() - started
             self.on_event("run_end", {"source": label, "status": result.status})

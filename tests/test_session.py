@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from engine import Node, RunCancelled, Session
+from engine import Node, RunCancelled
 from engine.cache import OutputCache
 from engine.model_store import ModelStore
 
