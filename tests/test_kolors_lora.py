@@ -286,3 +286,24 @@ def test_threads_running_base_and_lora_workflows_on_one_session_get_the_sequenti
         t.join()
     assert not failures and len(got) == 12
     assert all(torch.equal(latent, expected[name]) for name, latent in got)
+
+
+def test_an_interrupt_in_the_middle_of_the_merge_restores_what_was_merged(lora_models, tmp_path, monkeypatch):
+    import nodes.kolors.lora as lora
+
+    session = Session(settings=Settings(models_dir=lora_models, output_dir=tmp_path, device="cpu"), cache=False)
+    base = txt2img(steps=2)
+    clean = session.execute(base).outputs["14"].LATENT.samples
+    real_layers = lora.scaled_layers
+
+    def interrupted_after_half(unet, spec):
+        layers = real_layers(unet, spec)
+        yield from layers[: len(layers) // 2]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lora, "scaled_layers", interrupted_after_half)
+    with pytest.raises(KeyboardInterrupt):
+        session.execute(with_lora(base, "epoch=0-step=500.ckpt", 2.0))
+    monkeypatch.undo()
+    assert torch.equal(session.execute(base).outputs["14"].LATENT.samples, clean)
+    assert set(session.models.load_counts.values()) == {1}  # restored in place, no reload needed

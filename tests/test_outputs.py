@@ -111,3 +111,17 @@ def test_a_cached_output_node_runs_again_when_its_file_changed_or_vanished(toy_s
     assert toy_session.execute(CHAIN).executed == ["5"]
     os.utime(path, ns=(0, 10**18))  # touched, content unchanged: the hash vouches for it
     assert toy_session.execute(CHAIN).executed == []
+
+
+def test_a_resumed_batch_redoes_exactly_the_jobs_whose_files_changed(toy_session):
+    from .toy_nodes import api
+
+    graphs = [api(("1", "Constant", {"value": v}), ("2", "Record", {"x": ["1", 0], "name": f"job{v}"}))
+              for v in range(3)]
+    first = list(toy_session.execute_many(graphs, manifest=True))
+    assert [o.status for o in first] == ["ok"] * 3
+    (toy_session.settings.output_dir / "job1.txt").write_text("9.9")  # same size, other content
+    toy_session.cache.clear()
+    again = list(toy_session.execute_many(graphs, manifest=True))
+    assert [o.status for o in again] == ["done", "ok", "done"]
+    assert (toy_session.settings.output_dir / "job1.txt").read_text() == "1.0"
