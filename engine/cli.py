@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-device", choices=["cpu", "device"], default=None,
                    help="where samplers draw initial noise: device (the run's, as ComfyUI and the Kolors "
                         "wrapper do; the default) or cpu (the same image on every device)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the diffusion model: the first run pays the compile, later runs are faster")
     p.add_argument("--json", action="store_true", help="print one JSON object per job on stdout")
     p.add_argument("--json-schema", action="store_true", help="print the JSON Schema of --json lines")
     p.add_argument("--partial", action="store_true",
@@ -182,7 +184,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise UsageError("--device", args.device, "expected auto, cpu, cuda, cuda:N or mps")
     optional = {"models_dir": args.models_dir, "cache_dir": args.cache_dir, **sizes}
     return Settings(output_dir=args.output_dir, input_dir=args.input_dir, device=args.device,
-                    allow_unsafe_paths=args.allow_unsafe_paths, noise_device=args.noise_device,
+                    allow_unsafe_paths=args.allow_unsafe_paths, noise_device=args.noise_device, compile=args.compile,
                     **{k: v for k, v in optional.items() if v is not None})
 
 

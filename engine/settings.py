@@ -74,6 +74,8 @@ class Settings:
     # Where samplers draw initial noise: None lets each node's widget decide; "cpu" or "device"
     # overrides every sampler that offers the choice.
     noise_device: str | None = None
+    # torch.compile the diffusion models where loaders support it: slower first run, faster after.
+    compile: bool = False
     # Node outputs persist here between processes; None keeps them in memory only.
     cache_dir: Path | None = field(default_factory=_default_cache_dir)
     cache_size: int = DEFAULT_CACHE_SIZE  # bytes; least recently used entries go beyond it

@@ -155,7 +155,7 @@ class DownloadAndLoadKolorsModel(Node):
         if not (folder / "unet").is_dir():
             _download_or_explain(self.model, folder, UNET_EXPECTED, UNET_DOWNLOAD)
         check_unet_folder(folder)
-        return KolorsModelOut(KolorsModel(str(folder), self.precision, ctx.device))
+        return KolorsModelOut(KolorsModel(str(folder), self.precision, ctx.device, compile=ctx.settings.compile))
 
 
 class DownloadAndLoadChatGLM3(Node):

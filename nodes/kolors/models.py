@@ -42,11 +42,12 @@ class KolorsModel(EdgeValue):
     precision: str
     device: str
     loras: tuple[LoraSpec, ...] = ()
+    compile: bool = False  # torch.compile, in place: module names (LoRA targets) stay as they are
 
     @property
     def cache_key(self):
         # LoRAs are not part of the key: they are patched onto the one cached base model.
-        return ("kolors-unet", self.folder, self.precision, self.device)
+        return ("kolors-unet", self.folder, self.precision, self.device) + (("compiled",) if self.compile else ())
 
     def estimated_bytes(self) -> int:
         """Size once loaded, from the weight files (fp16 on disk) and the compute dtype."""
@@ -67,7 +68,10 @@ class KolorsModel(EdgeValue):
         except Exception as exc:  # noqa: BLE001 - diffusers raises many kinds for bad folders
             raise ModelLoadError(f"cannot load the Kolors UNet from {unet_dir}: "
                                  f"{type(exc).__name__}: {str(exc)[:400]}") from exc
-        return unet.to(self.device).eval()
+        unet = unet.to(self.device).eval()
+        if self.compile:
+            unet.compile()
+        return unet
 
 
 @dataclass(frozen=True)

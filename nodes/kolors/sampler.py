@@ -82,8 +82,9 @@ class KolorsSampler(Node):
 
     @classmethod
     def fingerprint(cls, constants, settings):
-        # `--noise-device` changes the image without changing the graph: it belongs in the key.
-        return settings.noise_device
+        # `--noise-device` and `--compile` change the latents without changing the graph (compiled
+        # kernels round differently): they belong in the key.
+        return [settings.noise_device, settings.compile]
 
     @classmethod
     def check_inputs(cls, constants, linked_types, vctx):

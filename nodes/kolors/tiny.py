@@ -1,5 +1,8 @@
 """`make-tiny-models DIR`: random-weight Kolors models in exactly the real on-disk layout.
 
+The same builder writes the full-size set for GPU benchmarks (`full_size.py`): every part is
+built on the meta device and materialised, already fp16, on the device that draws its weights.
+
     DIR/diffusers/Kolors/model_index.json
     DIR/diffusers/Kolors/scheduler/scheduler_config.json
     DIR/diffusers/Kolors/unet/{config.json, diffusion_pytorch_model.fp16.safetensors}
@@ -20,6 +23,7 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from .constants import KOLORS_SCHEDULER_CONFIG, VAE_SCALING_FACTOR
@@ -67,18 +71,71 @@ a bowl of ramen on a wooden table, steam, photorealistic
 """
 
 
-def _seeded_(module, generator) -> None:
-    """Give every parameter a value from `generator`: ChatGLM leaves its weights uninitialised."""
+@dataclass(frozen=True)
+class ModelSizes:
+    """Configs of the three parts, and how to draw the UNet's weights: N(0, unet_std) for every
+    parameter (the tiny UNet needs that to give outputs that are not ~0 everywhere), or, when
+    None, N(0, 1/fan_in) for matrices with norms 1 and biases 0 (full size: stays finite in fp16)."""
+
+    unet: dict
+    text_encoder: dict
+    vae: dict
+    unet_std: float | None
+    text_encoder_shards: int
+
+
+TINY = ModelSizes(UNET_CONFIG, TEXT_ENCODER_CONFIG, VAE_CONFIG, unet_std=0.05, text_encoder_shards=2)
+
+
+def _fan_in_init_(module, generator) -> None:
     import torch
 
     with torch.no_grad():
         for name, param in module.named_parameters():
+            if param.dim() == 1:
+                param.fill_(1.0 if name.endswith("weight") else 0.0)  # norms 1, biases 0
+            else:
+                std = param[0].numel() ** -0.5
+                param.copy_(torch.randn(param.shape, generator=generator, device=param.device) * std)
+
+
+def _text_encoder_init_(model, generator) -> None:
+    """Every parameter from `generator`: ChatGLM leaves its weights uninitialised (RMSNorm uses
+    torch.empty). Built on the meta device, its RoPE buffer is recomputed here too."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
             if name.endswith("bias"):
                 param.zero_()
             elif param.dim() == 1:
                 param.fill_(1.0)  # norms
             else:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+                param.copy_(torch.randn(param.shape, generator=generator, device=param.device) * 0.02)
+        rope = model.rotary_pos_emb
+        dim = rope.dim
+        exponent = torch.arange(0, dim, 2, device=rope.inv_freq.device, dtype=torch.float32) / dim
+        rope.inv_freq.copy_(1.0 / (10000 ** exponent))
+
+
+def _unet_init_(unet, generator, std: float | None) -> None:
+    import torch
+
+    if std is None:
+        return _fan_in_init_(unet, generator)
+    with torch.no_grad():
+        for param in unet.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator, device=param.device) * std)
+
+
+def _materialized(build, device: str):
+    """Build a module on the meta device (no memory, no init), then give it fp16 storage on
+    `device`: a 6B-parameter model takes seconds, not minutes of CPU init and 25 GB of fp32."""
+    import torch
+
+    with torch.device("meta"):
+        module = build()
+    return module.to(torch.float16).to_empty(device=device)
 
 
 def _build_tokenizer(folder: Path) -> None:
@@ -95,57 +152,50 @@ def _build_tokenizer(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2))
 
 
-def _write_text_encoder(folder: Path, generator) -> None:
+def _write_text_encoder(folder: Path, config: dict, shards: int, generator, device: str) -> None:
     import torch
     from diffusers.pipelines.kolors.text_encoder import ChatGLMConfig, ChatGLMModel
 
     folder.mkdir(parents=True, exist_ok=True)
-    model = ChatGLMModel(ChatGLMConfig(**TEXT_ENCODER_CONFIG))
-    _seeded_(model, generator)
+    model = _materialized(lambda: ChatGLMModel(ChatGLMConfig(**config)), device)
+    _text_encoder_init_(model, generator)
     # Real chatglm3 checkpoints are sharded .bin files whose keys carry a "transformer." prefix.
-    state = {f"transformer.{k}": v.to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    keys = sorted(state)
-    shards = [keys[: len(keys) // 2], keys[len(keys) // 2:]]
-    weight_map = {}
-    for index, shard_keys in enumerate(shards, start=1):
-        name = f"pytorch_model-{index:05d}-of-{len(shards):05d}.bin"
-        torch.save({k: state[k] for k in shard_keys}, folder / name)
-        weight_map.update({k: name for k in shard_keys})
-    total = sum(t.numel() * t.element_size() for t in state.values())
+    keys = sorted(model.state_dict())
+    per_shard = -(-len(keys) // shards)
+    weight_map, total = {}, 0
+    for index in range(shards):
+        name = f"pytorch_model-{index + 1:05d}-of-{shards:05d}.bin"
+        shard = {f"transformer.{k}": model.state_dict()[k].to("cpu", torch.float16).contiguous()
+                 for k in keys[index * per_shard:(index + 1) * per_shard]}
+        torch.save(shard, folder / name)
+        weight_map.update({k: name for k in shard})
+        total += sum(t.numel() * t.element_size() for t in shard.values())
     (folder / "pytorch_model.bin.index.json").write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    (folder / "config.json").write_text(json.dumps(TEXT_ENCODER_CONFIG, indent=2))
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
     _build_tokenizer(folder)
 
 
-def _write_unet(root: Path, generator) -> None:
-    import torch
+def _write_unet(root: Path, config: dict, std: float | None, generator, device: str) -> None:
     from diffusers import UNet2DConditionModel
 
-    config = {k: v for k, v in UNET_CONFIG.items() if not k.startswith("_")}
-    unet = UNet2DConditionModel(**config)
-    with torch.no_grad():
-        for param in unet.parameters():
-            # A std above the default init keeps the tiny UNet's output from being ~0 everywhere.
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
-    unet = unet.to(torch.float16)  # the real repo's variant file is fp16
-    unet.save_pretrained(root / "unet", variant="fp16")
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    unet = _materialized(lambda: UNet2DConditionModel(**config), device)
+    _unet_init_(unet, generator, std)
+    unet.to("cpu").save_pretrained(root / "unet", variant="fp16")  # the real repo's variant file is fp16
 
 
-def _write_vae(path: Path, generator) -> None:
+def _write_vae(path: Path, config: dict, generator, device: str) -> None:
     import torch
     from diffusers import AutoencoderKL
     from safetensors.torch import save_file
 
-    config = {k: v for k, v in VAE_CONFIG.items() if not k.startswith("_")}
-    vae = AutoencoderKL(**config)
-    with torch.no_grad():
-        for name, param in vae.named_parameters():
-            if param.dim() > 1:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    config = {k: v for k, v in config.items() if not k.startswith("_")}
+    vae = _materialized(lambda: AutoencoderKL(**config), device)
+    _fan_in_init_(vae, generator)
     path.parent.mkdir(parents=True, exist_ok=True)
     # fp16 on disk, like the sdxl-vae-fp16-fix file the Kolors workflows use.
-    state = {k: v.to(torch.float16) for k, v in diffusers_vae_to_ldm(vae.state_dict()).items()}
+    state = {k: v.to("cpu", torch.float16) for k, v in diffusers_vae_to_ldm(vae.state_dict()).items()}
     save_file(state, str(path))
 
 
@@ -179,16 +229,18 @@ def diffusers_vae_to_ldm(state: dict) -> dict:
     return out
 
 
-def make_tiny_models(root: Path, seed: int = 0) -> Path:
+def write_kolors_models(root: Path, sizes: ModelSizes, seed: int = 0, device: str = "cpu") -> Path:
+    """Random-weight Kolors models of `sizes` in the real layout under `root`, drawn on `device`
+    from `seed` (the same seed gives the same files on the same kind of device)."""
     import torch
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()  # fp16 casts of the tiny UNet warn about nothing real
     root = Path(root)
     kolors = root / "diffusers" / "Kolors"
-    generator = torch.Generator("cpu").manual_seed(seed)
-    _write_unet(kolors, generator)
-    _write_text_encoder(kolors / "text_encoder", generator)
+    generator = torch.Generator(device).manual_seed(seed)
+    _write_unet(kolors, sizes.unet, sizes.unet_std, generator, device)
+    _write_text_encoder(kolors / "text_encoder", sizes.text_encoder, sizes.text_encoder_shards, generator, device)
     (kolors / "scheduler").mkdir(parents=True, exist_ok=True)
     (kolors / "scheduler" / "scheduler_config.json").write_text(
         json.dumps({"_class_name": "EulerDiscreteScheduler", **KOLORS_SCHEDULER_CONFIG}, indent=2))
@@ -197,9 +249,14 @@ def make_tiny_models(root: Path, seed: int = 0) -> Path:
         "scheduler": ["diffusers", "EulerDiscreteScheduler"], "text_encoder": ["kolors", "ChatGLMModel"],
         "tokenizer": ["kolors", "ChatGLMTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
-    _write_vae(root / "vae" / "sdxl.vae.safetensors", generator)
+    _write_vae(root / "vae" / "sdxl.vae.safetensors", sizes.vae, generator, device)
     (root / "loras").mkdir(exist_ok=True)
     return root
+
+
+def make_tiny_models(root: Path, seed: int = 0) -> Path:
+    """The tiny set the tests and the README's first command use, built on the CPU."""
+    return write_kolors_models(root, TINY, seed, "cpu")
 
 
 def main(argv: list[str] | None = None) -> int:
