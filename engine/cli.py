@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true",
                    help="redo a batch's jobs even when its manifest lists them as finished")
     p.add_argument("--events", choices=["ndjson"], help="stream progress events as JSON lines on stdout")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run the batch on a Ray cluster: auto (the running one), local (start one here) or HOST:PORT")
+    p.add_argument("--ray-workers", default=None, metavar="N",
+                   help="workers on the cluster (default: one per GPU, or CPUs / --ray-cpus-per-worker)")
+    p.add_argument("--ray-cpus-per-worker", default="1", metavar="N", help="CPU threads per worker on CPU-only nodes")
+    p.add_argument("--ray-shared-output", action="store_true",
+                   help="workers write into --output-dir themselves (a folder every node mounts); "
+                        "by default they send the files to this process, which writes them")
     p.add_argument("--output-dir", type=Path, default=Path("output"))
     p.add_argument("--input-dir", type=Path, default=Path("input"))
     p.add_argument("--models-dir", type=Path, default=None,
@@ -159,7 +167,17 @@ def _main(args: argparse.Namespace) -> int:
             statuses.append(result.status)
             _report(result, args.json)
         return _exit_code(statuses)
-    return _run_batch(args, settings, overrides, _sweep(args), _positive("--repeat", args.repeat))
+    return _run_batch(args, settings, overrides, _sweep(args), _positive("--repeat", args.repeat), _cluster(args))
+
+
+def _cluster(args: argparse.Namespace) -> Any:
+    if args.ray is None:
+        return None
+    from .batch.cluster import ClusterOptions
+
+    workers = None if args.ray_workers is None else _positive("--ray-workers", args.ray_workers)
+    return ClusterOptions(address=args.ray, workers=workers, shared_output=args.ray_shared_output,
+                          cpus_per_worker=_positive("--ray-cpus-per-worker", args.ray_cpus_per_worker))
 
 
 def _parsed(flag: str, value: Any, parse) -> Any:
@@ -198,8 +216,10 @@ def _sweep(args: argparse.Namespace) -> Sweep:
     return sweep
 
 
-def _run_batch(args: argparse.Namespace, settings: Settings, overrides: list, sweep: Sweep, repeat: int) -> int:
-    is_batch = bool(sweep) or repeat > 1 or len(args.files) > 1 or any(p.is_dir() for p in args.files)
+def _run_batch(args: argparse.Namespace, settings: Settings, overrides: list, sweep: Sweep, repeat: int,
+               cluster: Any) -> int:
+    is_batch = bool(sweep) or repeat > 1 or len(args.files) > 1 or any(p.is_dir() for p in args.files) \
+        or cluster is not None
     events = _EventStream() if args.events else None
     progress = _Progress(enabled=sys.stderr.isatty() and not args.quiet)
 
@@ -212,7 +232,7 @@ def _run_batch(args: argparse.Namespace, settings: Settings, overrides: list, sw
     statuses = []
     for outcome in session.execute_many(args.files, sweep=sweep, repeat=repeat, overrides=overrides,
                                         manifest=is_batch, resume=not args.no_resume,
-                                        fail_fast=args.fail_fast, allow_partial=args.partial):
+                                        fail_fast=args.fail_fast, allow_partial=args.partial, cluster=cluster):
         progress.close_steps()
         statuses.append(outcome.status)
         if outcome.result is None:

@@ -140,7 +140,7 @@ class Session:
                      sweep: Sweep | Mapping[str, Any] | None = None, repeat: int = 1,
                      overrides: Mapping[str, Any] | Iterable[str] | None = None,
                      manifest: bool | str | Path = False, resume: bool = True, fail_fast: bool = False,
-                     allow_partial: bool = False) -> Iterator[JobResult]:
+                     allow_partial: bool = False, cluster: Any = None) -> Iterator[JobResult]:
         """Run every (workflow, sweep combination, repeat) job, lazily, one result per job.
 
         `sources`: files, folders (their .json/.png files), prompts or graphs. `sweep`: a Sweep,
@@ -148,6 +148,8 @@ class Session:
         "@file"). `repeat`: runs per combination, seeds following control_after_generate.
         `manifest`: True for `<output>/manifest.jsonl`, or a path; finished jobs listed there
         are skipped unless `resume=False`. `fail_fast`: stop after the first job that is not ok.
+        `cluster`: run the jobs on Ray actors instead of here: an address ("auto", "local",
+        "host:port") or a `batch.cluster.ClusterOptions`; results, manifest and files as locally.
         """
         if isinstance(sources, (str, Path, dict, Graph)):
             sources = [sources]
@@ -156,7 +158,8 @@ class Session:
             for target, values in axes.items():
                 sweep.add(target, values)
         jobs = plan_jobs(self, sources, sweep, repeat, _assignments(overrides))
-        options = dict(resume=resume, fail_fast=fail_fast, allow_partial=allow_partial)
+        options = dict(resume=resume, fail_fast=fail_fast, allow_partial=allow_partial,
+                       executor=_cluster_executor(cluster, self.settings, allow_partial))
         if not manifest:
             yield from run_jobs(self, jobs, **options)
             return
@@ -196,6 +199,15 @@ def provenance(graph: Graph, registry: NodeRegistry, plan: Any) -> dict:
               for node_id, fingerprint in sorted(plan.model_fingerprints.items(), key=lambda kv: natural_key(kv[0]))}
     return {"engine": f"run-graph {package_version('run-graph')}", "seeds": seed_inputs(graph, registry, needed),
             "models": models}
+
+
+def _cluster_executor(cluster: Any, settings: Settings, allow_partial: bool) -> Any:
+    if cluster is None:
+        return None
+    from .batch.cluster import ClusterExecutor, ClusterOptions  # Ray is an optional extra
+
+    options = cluster if isinstance(cluster, ClusterOptions) else ClusterOptions(address=str(cluster))
+    return ClusterExecutor(settings, options, allow_partial)
 
 
 def _label(source: Any) -> str | None:

@@ -1,6 +1,15 @@
+import os
+
 import pytest
 
 from engine import Session, Settings
+from engine.batch.cluster import LOOPBACK_ENV
+
+# Before anything imports Ray (it reads this at import): every Ray service the tests start or
+# reach stays on 127.0.0.1. The test cluster lives for one module on loopback, so it runs without
+# Ray's token authentication (on by default for `ray start` since 2.5x), which would need every
+# driver to find the head's token file.
+os.environ.update(LOOPBACK_ENV, RAY_AUTH_MODE="disabled")
 
 from . import toy_nodes
 
