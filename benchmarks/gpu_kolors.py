@@ -128,21 +128,14 @@ def _it_per_s(stamps: list[float]) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
 
 
-def diffusers_parts(models: Path, sizes, device: str) -> dict:
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
-    from diffusers.pipelines.kolors import ChatGLMModel, ChatGLMTokenizer
+def diffusers_parts(models: Path, sizes) -> dict:
+    from diffusers import EulerDiscreteScheduler
 
-    kolors = models / "diffusers" / "Kolors"
-    vae_config = Path(tempfile.mkdtemp())
-    (vae_config / "config.json").write_text(json.dumps(sizes.vae))
-    return dict(
-        unet=UNet2DConditionModel.from_pretrained(kolors, subfolder="unet", variant="fp16", dtype=torch.float16),
-        text_encoder=ChatGLMModel.from_pretrained(kolors / "text_encoder", dtype=torch.float16),
-        tokenizer=ChatGLMTokenizer.from_pretrained(kolors / "text_encoder"),
-        vae=AutoencoderKL.from_single_file(str(models / "vae" / "sdxl.vae.safetensors"), config=str(vae_config),
-                                           local_files_only=True, torch_dtype=torch.float16),
-        scheduler=EulerDiscreteScheduler.from_config({**KOLORS_SCHEDULER_CONFIG, "interpolation_type": "linear"}),
-    )
+    from tests.kolors_reference import reference_parts
+
+    parts = reference_parts(models, Path(tempfile.mkdtemp()), sizes.vae, torch.float16)
+    return {**parts, "scheduler": EulerDiscreteScheduler.from_config(
+        {**KOLORS_SCHEDULER_CONFIG, "interpolation_type": "linear"})}
 
 
 def run_diffusers(models: Path, sizes, device: str, batch: int, size: int, steps: int) -> dict:
@@ -153,7 +146,7 @@ def run_diffusers(models: Path, sizes, device: str, batch: int, size: int, steps
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     reset_peak(device)
     started = clock.now()
-    pipe = KolorsPipeline(**diffusers_parts(models, sizes, device), force_zeros_for_empty_prompt=False)
+    pipe = KolorsPipeline(**diffusers_parts(models, sizes), force_zeros_for_empty_prompt=False)
     pipe = pipe.to(device, dtype)
     pipe.set_progress_bar_config(disable=True)
     runs = {}

@@ -12,15 +12,16 @@ from nodes.kolors.sampler import make_scheduler
 from nodes.kolors.tiny import VAE_CONFIG
 
 
-def reference_parts(models: Path, scratch: Path) -> dict:
+def reference_parts(models: Path, scratch: Path, vae_config: dict = VAE_CONFIG, dtype=torch.float32) -> dict:
+    """KolorsPipeline's components from the model folder, loaded the plain diffusers way."""
     kolors = models / "diffusers" / "Kolors"
-    (scratch / "config.json").write_text(json.dumps(VAE_CONFIG))
+    (scratch / "config.json").write_text(json.dumps(vae_config))
     return dict(
-        unet=UNet2DConditionModel.from_pretrained(kolors, subfolder="unet", variant="fp16", dtype=torch.float32),
-        text_encoder=ChatGLMModel.from_pretrained(kolors / "text_encoder", dtype=torch.float32),
+        unet=UNet2DConditionModel.from_pretrained(kolors, subfolder="unet", variant="fp16", dtype=dtype),
+        text_encoder=ChatGLMModel.from_pretrained(kolors / "text_encoder", dtype=dtype),
         tokenizer=ChatGLMTokenizer.from_pretrained(kolors / "text_encoder"),
         vae=AutoencoderKL.from_single_file(str(models / "vae" / "sdxl.vae.safetensors"), config=str(scratch),
-                                           local_files_only=True, torch_dtype=torch.float32),
+                                           local_files_only=True, torch_dtype=dtype),
     )
 
 
