@@ -322,11 +322,13 @@ class _Progress:
             return
         from tqdm import tqdm
 
-        if kind == "job_start" and data["total"] > 1:
-            if self.batch is None:
-                self.batch = tqdm(total=data["total"], desc="jobs", file=sys.stderr, position=0)
-            self.batch.n = data["index"]
+        if kind in ("job_start", "job_end") and data["total"] > 1 and self.batch is None:
+            self.batch = tqdm(total=data["total"], desc="jobs", file=sys.stderr, position=0)
+        if kind == "job_start" and self.batch is not None:
             self.batch.set_postfix_str(data["label"][-40:])
+        elif kind == "job_end" and self.batch is not None:
+            # Finished jobs, whichever worker ran them and in whatever order they end.
+            self.batch.update(1)
         elif kind == "progress":
             if self.steps is None or self.node != data["node_id"]:
                 self.close_steps()

@@ -157,3 +157,15 @@ SHORT_UI = {"nodes": [
     {"id": 1, "type": "LoadImage", "widgets_values": ["in.png", "image"], "outputs": [{"name": "IMAGE", "links": [1]}]},
     {"id": 2, "type": "SaveImage", "widgets_values": [], "inputs": [{"name": "images", "link": 1}]}],
     "links": [[1, 1, 0, 2, 0, "IMAGE"]]}
+
+
+def test_the_batch_bar_counts_finished_jobs_whatever_order_they_end_in():
+    from engine.cli import _Progress
+
+    progress = _Progress(enabled=True)
+    for index in range(4):  # a cluster starts several jobs before any ends
+        progress("job_start", {"index": index, "total": 4, "label": f"job {index}"})
+    progress("job_end", {"index": 2, "total": 4, "status": "ok"})
+    progress("job_end", {"index": 0, "total": 4, "status": "ok"})
+    assert progress.batch.n == 2
+    progress.close()
