@@ -150,3 +150,17 @@ def test_a_driver_killed_mid_batch_resumes_with_only_the_unfinished_jobs(tiny_mo
     after = _by_job(out)
     assert len(after) == 12 and all(after[job] == line for job, line in before.items())
     assert not list(out.rglob(".tmp-*"))
+
+
+def test_an_unreachable_cluster_is_one_line_and_exit_2(workflows, tmp_path, monkeypatch, caplog):
+    import ray
+
+    from engine.cli import main
+
+    def refuse(**kwargs):
+        raise ConnectionError(f"Could not find any running Ray instance at {kwargs.get('address')}")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    code = main([str(workflows), "--output-dir", str(tmp_path / "out"), "--ray", "10.9.9.9:6379", "-q"])
+    assert code == 2 and "cannot reach a Ray cluster at '10.9.9.9:6379'" in caplog.text
+    assert "internal error" not in caplog.text

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..atomic import atomic_write, create_new
-from ..errors import NodeError
+from ..errors import EngineError, NodeError
 from ..result import NodeRecord, RunResult
 from .jobs import Job
 from .runner import Started, run_job
@@ -135,10 +135,13 @@ class ClusterExecutor:
         try:
             import ray
         except ImportError as exc:
-            raise RuntimeError("batches on Ray need the ray package: pip install 'run-graph[ray]'") from exc
+            raise EngineError("batches on Ray need the ray package: pip install 'run-graph[ray]'") from exc
         if not ray.is_initialized():
-            ray.init(logging_level="ERROR", log_to_driver=False,
-                     **({"include_dashboard": False} if is_local else {"address": self.options.address}))
+            try:
+                ray.init(logging_level="ERROR", log_to_driver=False,
+                         **({"include_dashboard": False} if is_local else {"address": self.options.address}))
+            except ConnectionError as exc:
+                raise EngineError(f"cannot reach a Ray cluster at {self.options.address!r}: {exc}") from exc
             self._started_ray = True
         self._ray, self._actor_class = ray, ray.remote(_Worker)
         return ray
