@@ -120,6 +120,13 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        _quiet_libraries()
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+        from .server.cli import serve  # aiohttp is the [server] extra
+
+        return serve(argv[1:])
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,

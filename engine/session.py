@@ -116,7 +116,8 @@ class Session:
                       self.on_event, cancel, files=result.files, metadata=result.metadata,
                       provenance=provenance(checked.graph, self.registry, plan))
         result.provenance = run.provenance
-        self.on_event("run_start", {"source": label, "nodes": len(plan.order)})
+        self.on_event("run_start", {"source": label, "nodes": len(plan.order),
+                                    "cached": [n for n in plan.order if n in plan.cached]})
         try:
             run_plan(plan, checked.graph, self.registry, self.cache, self.models, run,
                      result.outputs, result.nodes)

@@ -1,0 +1,162 @@
+"""`run-graph serve` on loopback: ComfyUI's prompt/queue/history/view/ws flow on the tiny models,
+validation errors in ComfyUI's shape, clean 4xx answers, the queue and history across restarts."""
+import asyncio
+import json
+import socket
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+aiohttp = pytest.importorskip("aiohttp")
+from aiohttp import web  # noqa: E402
+
+from engine import Session, Settings  # noqa: E402
+from engine.server.app import WORKER, create_app  # noqa: E402
+from engine.server.store import TaskStore  # noqa: E402
+
+from .kolors_graphs import txt2img  # noqa: E402
+
+
+class Running:
+    """A server on 127.0.0.1 in a thread of its own, for one test."""
+
+    def __init__(self, session: Session, state: Path, token: str | None = None):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(create_app(session, state, token=token))
+        ready = threading.Event()
+
+        def serve():
+            asyncio.set_event_loop(self.loop)
+            self.loop.run_until_complete(self.runner.setup())
+            self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+        assert ready.wait(30)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+
+
+@pytest.fixture
+def server(tiny_models, tmp_path):
+    session = Session(settings=Settings(models_dir=tiny_models, output_dir=tmp_path / "out", device="cpu",
+                                        input_dir=tmp_path / "in", allow_absolute_model_paths=False))
+    running = Running(session, tmp_path / "state.sqlite")
+    yield running
+    running.stop()
+
+
+async def _queue_and_listen(url: str, prompt: dict) -> tuple[str, list]:
+    """POST the prompt with a client id and collect that client's messages up to executing null."""
+    client = uuid.uuid4().hex
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{url}/ws?clientId={client}") as ws:
+            first = await ws.receive_json(timeout=10)
+            async with http.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client}) as answer:
+                assert answer.status == 200, await answer.text()
+                prompt_id = (await answer.json())["prompt_id"]
+            messages = [first]
+            while True:
+                message = await ws.receive_json(timeout=120)
+                messages.append(message)
+                data = message["data"]
+                if message["type"] == "executing" and data["node"] is None and data.get("prompt_id") == prompt_id:
+                    return prompt_id, messages
+
+
+async def _get(url: str, path: str):
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url + path) as answer:
+            return answer.status, await answer.read()
+
+
+def test_a_prompt_runs_with_comfyuis_messages_history_and_view(server):
+    prompt = txt2img(steps=2)
+    prompt_id, messages = asyncio.run(_queue_and_listen(server.url, prompt))
+    kinds = [m["type"] for m in messages]
+    # status on connect, status when the prompt is queued (both as ComfyUI), then the run
+    assert kinds[:4] == ["status", "status", "execution_start", "execution_cached"]
+    assert "progress" in kinds and kinds[-4:] == ["executed", "execution_success", "status", "executing"]
+    executed = [m["data"] for m in messages if m["type"] == "executed"]
+    images = executed[0]["output"]["images"]
+    image = images[0]
+    assert executed[0]["node"] == "3" and len(images) == 2  # "a cat|a dog": two images
+    assert image["subfolder"] == "previews" and image["type"] == "output"
+    status, body = asyncio.run(_get(server.url, f"/history/{prompt_id}"))
+    item = json.loads(body)[prompt_id]
+    assert item["status"]["status_str"] == "success" and item["outputs"]["3"]["images"][0] == image
+    assert [m[0] for m in item["status"]["messages"]] == ["execution_start", "execution_cached", "execution_success"]
+    query = f"/api/view?filename={image['filename']}&subfolder=previews&type=output"
+    status, png = asyncio.run(_get(server.url, query))
+    written = Path(server.runner.app[WORKER].session.settings.output_dir) / "previews" / image["filename"]
+    assert status == 200 and png == written.read_bytes()
+    # The same prompt again: every node is cached, and the output node still shows its image.
+    _, again = asyncio.run(_queue_and_listen(server.url, prompt))
+    cached = next(m["data"]["nodes"] for m in again if m["type"] == "execution_cached")
+    assert "3" in cached and [m["type"] for m in again][-4:] == ["executed", "execution_success", "status", "executing"]
+
+
+def test_bad_prompts_get_comfyuis_400_shapes_and_the_server_stays_up(server):
+    async def post(body) -> tuple[int, dict]:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{server.url}/prompt", data=body if isinstance(body, bytes) else json.dumps(body)) as r:
+                return r.status, json.loads(await r.read() or b"{}") if r.content_type == "application/json" else {}
+
+    bad = txt2img(steps=0)
+    status, answer = asyncio.run(post({"prompt": bad}))
+    assert status == 400 and answer["error"]["type"] == "prompt_outputs_failed_validation"
+    [error] = answer["node_errors"]["14"]["errors"]
+    assert error["type"] == "value_smaller_than_min" and error["extra_info"]["input_name"] == "steps"
+    assert answer["node_errors"]["14"]["class_type"] == "KolorsSampler"
+    assert asyncio.run(post({"no": "prompt"}))[1]["error"]["type"] == "no_prompt"
+    assert asyncio.run(post(b"{not json"))[0] == 400
+    for path, expected in (("/view?filename=../../etc/passwd", 400), ("/view?filename=x.png&subfolder=../..", 403),
+                           ("/view?filename=x.png&type=secret", 400), ("/view?filename=missing.png", 404),
+                           ("/history/unknown", 200), ("/object_info/NoSuchNode", 200)):
+        assert asyncio.run(_get(server.url, path))[0] == expected, path
+    assert asyncio.run(_get(server.url, "/api/object_info/KolorsSampler"))[0] == 200
+    assert asyncio.run(_get(server.url, "/prompt"))[0] == 200  # still serving
+
+
+def test_a_loopback_server_refuses_a_foreign_origin_and_a_token_is_enforced(tiny_models, tmp_path):
+    session = Session(settings=Settings(models_dir=tiny_models, output_dir=tmp_path / "out", device="cpu"))
+    running = Running(session, tmp_path / "state.sqlite", token="s3cret")
+
+    async def status(headers: dict, query: str = "") -> int:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{running.url}/queue{query}", headers=headers) as answer:
+                return answer.status
+
+    try:
+        assert asyncio.run(status({})) == 401
+        assert asyncio.run(status({"Authorization": "Bearer s3cret"})) == 200
+        assert asyncio.run(status({}, "?token=s3cret")) == 200
+        assert asyncio.run(status({"Authorization": "Bearer s3cret", "Origin": "http://evil.example"})) == 403
+    finally:
+        running.stop()
+
+
+def test_queue_and_history_survive_a_restart_and_the_running_prompt_runs_again(tmp_path):
+    store = TaskStore(tmp_path / "state.sqlite")
+    for number, prompt_id in ((2.0, "b"), (1.0, "a"), (3.0, "c")):
+        store.enqueue(prompt_id, number, {"x": {}}, {}, [])
+    assert store.take()[1] == "a"  # lowest number first
+    store.finish("a", {"outputs": {}})
+    assert store.take()[1] == "b"  # running when the server is killed
+    store.close()
+    again = TaskStore(tmp_path / "state.sqlite")
+    assert list(again.history()) == ["a"] and [t[1] for t in again.tasks("pending")] == ["b", "c"]
+    assert again.take()[1] == "b" and again.remaining() == 2
+    again.delete("pending", ["c"])
+    assert again.tasks("pending") == [] and again.next_number() == 4.0
