@@ -160,3 +160,25 @@ def test_queue_and_history_survive_a_restart_and_the_running_prompt_runs_again(t
     assert again.take()[1] == "b" and again.remaining() == 2
     again.delete("pending", ["c"])
     assert again.tasks("pending") == [] and again.next_number() == 4.0
+
+
+def test_queue_and_history_can_be_cleared_and_pruned_over_http(server):
+    async def post(path: str, body: dict) -> int:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(server.url + path, json=body) as answer:
+                return answer.status
+
+    worker = server.runner.app[WORKER]
+    worker.stop()  # nothing runs: the queue holds still while the routes change it
+    worker.join(30)
+    store = worker.store
+    for prompt_id in ("old-1", "old-2"):
+        store.enqueue(prompt_id, 0, {"x": {}}, {}, [])
+        store.finish(prompt_id, {"outputs": {}})
+    for prompt_id in ("p-1", "p-2", "p-3"):
+        store.enqueue(prompt_id, 1, {"x": {}}, {}, [])
+    assert asyncio.run(post("/history", {"delete": ["old-1"]})) == 200 and list(store.history()) == ["old-2"]
+    assert asyncio.run(post("/api/history", {"clear": True})) == 200 and store.history() == {}
+    assert asyncio.run(post("/queue", {"delete": ["p-2"]})) == 200
+    assert [t[1] for t in store.tasks("pending")] == ["p-1", "p-3"]
+    assert asyncio.run(post("/queue", {"clear": True})) == 200 and store.remaining() == 0

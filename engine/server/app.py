@@ -148,13 +148,17 @@ class Routes:
                                   "queue_pending": self.store.tasks("pending")})
 
     async def post_queue(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
-        if body.get("clear"):
-            self.store.delete("pending")
-        if isinstance(body.get("delete"), list):
-            self.store.delete("pending", body["delete"])
+        await self._clear_or_delete(request, "pending")
         self.hub.send("status", self.worker.status(), None)
         return web.Response(status=200)
+
+    async def _clear_or_delete(self, request: web.Request, state: str) -> None:
+        """ComfyUI's `{"clear": true}` and `{"delete": [prompt ids]}`, for the queue or the history."""
+        body = await _json_body(request)
+        if body.get("clear"):
+            self.store.delete(state)
+        if isinstance(body.get("delete"), list):
+            self.store.delete(state, body["delete"])
 
     async def interrupt(self, request: web.Request) -> web.Response:
         body = await _json_body(request, required=False)
@@ -169,11 +173,7 @@ class Routes:
         return web.json_response(self.store.history(request.match_info["prompt_id"]))  # {} when unknown
 
     async def post_history(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
-        if body.get("clear"):
-            self.store.delete("done")
-        if isinstance(body.get("delete"), list):
-            self.store.delete("done", body["delete"])
+        await self._clear_or_delete(request, "done")
         return web.Response(status=200)
 
     # -- files --------------------------------------------------------------------------------
