@@ -1,12 +1,15 @@
 """Files appear whole or not at all: write a temporary file beside the target, then rename it
-onto a fixed name (`atomic_write`) or link it to the first free name of a series (`create_new`)."""
+onto a fixed name (`atomic_write`) or link it to the first free name of a series (`create_new`).
+Series are ComfyUI's numbered names, `<stem>_00001_<suffix>` (`numbered`, `next_number`)."""
 from __future__ import annotations
 
 import errno
+import itertools
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 TEMP_PREFIX = ".tmp-"
 NAMES_LOCK = ".run-graph-names.lock"
@@ -67,6 +70,22 @@ def create_new(folder: Path, names: Iterable[str], write: Callable[[Any], None])
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+
+
+NUMBERED = re.compile(r"^(?P<stem>.*)_(?P<number>\d{5,})_(?P<suffix>\.\w+)$")
+
+
+def numbered(stem: str, suffix: str, start: int) -> Iterator[str]:
+    """ComfyUI's names for a series, from `start` on: `<stem>_00007_<suffix>`, ..."""
+    return (f"{stem}_{n:05}_{suffix}" for n in itertools.count(start))
+
+
+def next_number(folder: Path, stem_pattern: str, suffix: str) -> int:
+    """One past the highest number of the series in `folder` (1 for none); `stem_pattern` is a
+    regular expression, so a stem may stand for several (ComfyUI's `%batch_num%`)."""
+    pattern = re.compile(stem_pattern + r"_(\d{5,})_" + re.escape(suffix) + "$")
+    names = [entry.name for entry in os.scandir(folder)] if folder.is_dir() else []
+    return max((int(m.group(1)) for name in names if (m := pattern.match(name))), default=0) + 1
 
 
 def _claim_under_lock(folder: Path, tmp: Path, target: Path) -> Path | None:

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..atomic import atomic_write, create_new
+from ..atomic import NUMBERED, atomic_write, create_new, next_number, numbered
 from ..errors import EngineError, NodeError
 from ..result import NodeRecord, RunResult
 from .jobs import Job
@@ -45,7 +45,6 @@ log = logging.getLogger("run_graph.cluster")
 # of a node on 127.0.0.1 instead of the machine's address (checked with ray 2.60). Right for a
 # cluster on one machine (`local`, tests, CI), wrong for a real multi-node cluster.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-_COUNTED = re.compile(r"^(?P<stem>.*)_(?P<counter>\d{5,})_(?P<suffix>\.\w+)$")
 
 
 @dataclass
@@ -111,10 +110,6 @@ class _Worker:
                 "warnings": [w.to_dict() for w in result.warnings], "provenance": result.provenance,
                 "metadata": result.metadata, "seconds": result.seconds,
                 "nodes": {n: asdict(r) for n, r in result.nodes.items()}, "files": files}
-
-
-def _listing(folder: Path) -> list[str]:
-    return [entry.name for entry in os.scandir(folder)] if folder.is_dir() else []
 
 
 class ClusterExecutor:
@@ -231,17 +226,15 @@ class ClusterExecutor:
 
     def _write(self, relative: str, data: bytes) -> Path:
         target = self.settings.output_path(relative)
-        counted = _COUNTED.match(target.name)
+        counted = NUMBERED.match(target.name)
         if counted is None:
             return atomic_write(target, lambda handle: handle.write(data))
         series = (target.parent, counted["stem"], counted["suffix"])
         if series not in self._next_counter:  # continue after the highest already there, once
-            self._next_counter[series] = 1 + max((int(m["counter"]) for f in _listing(target.parent)
-                                                  if (m := _COUNTED.match(f)) and (m["stem"], m["suffix"]) == series[1:]),
-                                                 default=0)
-        names = (f"{series[1]}_{n:05}_{series[2]}" for n in range(self._next_counter[series], 10**8))
-        path = create_new(target.parent, names, lambda handle: handle.write(data))
-        self._next_counter[series] = int(_COUNTED.match(path.name)["counter"]) + 1
+            self._next_counter[series] = next_number(target.parent, re.escape(series[1]), series[2])
+        path = create_new(target.parent, numbered(series[1], series[2], self._next_counter[series]),
+                          lambda handle: handle.write(data))
+        self._next_counter[series] = int(NUMBERED.match(path.name)["number"]) + 1
         return path
 
     def stop(self) -> None:

@@ -1,7 +1,6 @@
 """SaveImage, PreviewImage and LoadImage: images to and from PNG files, with ComfyUI metadata."""
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import time
@@ -9,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import Link, Node, NodeOutput, SavedFiles, Widget
+from engine.atomic import NUMBERED, next_number, numbered
 from engine.settings import UnsafePathError
 
 from ..types import Image, Mask
@@ -35,14 +35,6 @@ def _expand_prefix(prefix: str, width: int, height: int) -> str:
     return prefix
 
 
-def _next_counter(folder: Path, stem: str) -> int:
-    """One past the highest `<stem>_NNNNN_.png` in the folder (`%batch_num%` matching any index),
-    as ComfyUI numbers its files."""
-    pattern = re.compile(re.escape(stem).replace(re.escape(BATCH_NUM), r"\d+") + r"_(\d{5,})_\.png$")
-    found = [int(m.group(1)) for f in folder.iterdir() if (m := pattern.match(f.name))]
-    return max(found, default=0) + 1
-
-
 def save_images(ctx, images: Image, prefix: str, compress_level: int) -> tuple[str, ...]:
     """Write each image as `<prefix>_<counter:05>_.png`, the counter continuing after the highest
     existing one, with `prompt` and `workflow` text chunks so ComfyUI can load the file back.
@@ -57,7 +49,8 @@ def save_images(ctx, images: Image, prefix: str, compress_level: int) -> tuple[s
     folder = ctx.output_path(str(relative.parent))
     stem = relative.name
     folder.mkdir(parents=True, exist_ok=True)
-    counter = _next_counter(folder, stem)
+    # The counter continues after the highest of the prefix's files, `%batch_num%` matching any index.
+    counter = next_number(folder, re.escape(stem).replace(re.escape(BATCH_NUM), r"\d+"), ".png")
 
     info = PngInfo()
     info.add_text("prompt", json.dumps(ctx.run.prompt))
@@ -71,11 +64,10 @@ def save_images(ctx, images: Image, prefix: str, compress_level: int) -> tuple[s
     for index in range(batch):
         name = stem.replace(BATCH_NUM, str(index))
         picture = PILImage.fromarray(arrays[index])
-        names = (f"{name}_{n:05}_.png" for n in itertools.count(counter))
-        path = ctx.write_new_file(folder, names, lambda fh, p=picture: p.save(
+        path = ctx.write_new_file(folder, numbered(name, ".png", counter), lambda fh, p=picture: p.save(
             fh, format="PNG", pnginfo=info, compress_level=compress_level))
         written.append(str(path))
-        counter = int(path.name[len(name) + 1:-5]) + 1
+        counter = int(NUMBERED.match(path.name)["number"]) + 1
     return tuple(written)
 
 
