@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from schemas import RunReport
 
@@ -30,6 +29,7 @@ class RunResult:
     outputs: dict[str, NodeOutput] = field(default_factory=dict)
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)  # written by this run
+    stamps: dict[str, FileStamp] = field(default_factory=dict)  # of those files, taken as they were written
     errors: list[NodeError] = field(default_factory=list)
     warnings: list[NodeError] = field(default_factory=list)
     metadata: dict = field(default_factory=dict)  # {node id: what it recorded}
@@ -59,7 +59,7 @@ class RunResult:
                 stamps.update(zip(output.files, output.stamps))
         for path in self.files:
             if path not in stamps:
-                stamps[path] = stamp_file(path)
+                stamps[path] = self.stamps.get(path) or stamp_file(path)
         return stamps
 
     @property
@@ -83,8 +83,7 @@ class RunResult:
             files=self.file_reports(), seconds=round(self.seconds, 6))
 
 
-def failed_result(source: str | None, exc: BaseException, *, seconds: float = 0.0) -> Any:
+def failed_result(source: str | None, exc: BaseException) -> RunResult:
     """A result for a run that broke outside any node (a bug, a full disk): status failed."""
-    return RunResult(source, "failed", seconds=seconds,
-                     errors=[NodeError(f"internal error: {type(exc).__name__}: {exc}", kind="internal_error",
-                                       file=source)])
+    return RunResult(source, "failed", errors=[NodeError(f"internal error: {type(exc).__name__}: {exc}",
+                                                         kind="internal_error", file=source)])

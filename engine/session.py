@@ -113,7 +113,7 @@ class Session:
             result.nodes[node_id] = NodeRecord(node_id, node.class_type, node.title, "skipped")
         run = RunInfo(checked.graph.to_prompt(), checked.graph.ui_workflow, self.settings,
                       self.settings.torch_device() if _needs_device(plan) else "cpu",
-                      self.on_event, cancel, files=result.files, metadata=result.metadata,
+                      self.on_event, cancel, files=result.files, stamps=result.stamps, metadata=result.metadata,
                       provenance=provenance(checked.graph, self.registry, plan))
         result.provenance = run.provenance
         self.on_event("run_start", {"source": label, "nodes": len(plan.order),

@@ -36,6 +36,7 @@ from typing import Any, Iterator
 
 from ..atomic import NUMBERED, atomic_write, create_new, next_number, numbered
 from ..errors import EngineError, NodeError
+from ..file_hashes import stamp_file
 from ..result import NodeRecord, RunResult
 from .jobs import Job
 from .runner import Started, run_job
@@ -214,10 +215,10 @@ class ClusterExecutor:
 
     def _materialize(self, job: Job, payload: dict) -> RunResult:
         """The worker's result, with its files written into the output folder here."""
-        files = []
-        for name, data in payload["files"]:
-            files.append(name if data is None else str(self._write(name, data)))
-        result = RunResult(job.source, payload["status"], files=files, metadata=payload["metadata"],
+        files = [name if data is None else str(self._write(name, data)) for name, data in payload["files"]]
+        # Stamped once, here: the manifest line and the report both read these.
+        result = RunResult(job.source, payload["status"], files=files, stamps={f: stamp_file(f) for f in files},
+                           metadata=payload["metadata"],
                            provenance=payload["provenance"], seconds=payload["seconds"],
                            errors=[NodeError(**e) for e in payload["errors"]],
                            warnings=[NodeError(**w) for w in payload["warnings"]],
