@@ -10,7 +10,7 @@ from .atomic import atomic_write, create_new
 from .errors import RunCancelled
 from .file_hashes import FileStamp, stamp_file
 from .model_store import ModelStore
-from .settings import Settings, UnsafePathError
+from .settings import Settings
 
 EventSink = Callable[[str, dict], None]
 
@@ -69,18 +69,12 @@ class NodeContext:
     def write_file(self, path: Path, write: Callable[[Any], None]) -> Path:
         """Write `path` (inside the output folder) through a temporary file and a rename, so no
         half-written file is ever visible; an existing file of that name is replaced."""
-        return self._written(atomic_write(self._inside_output(path), write))
+        return self._written(atomic_write(self.settings.inside_output(path), write))
 
     def write_new_file(self, folder: Path, names: Iterable[str], write: Callable[[Any], None]) -> Path:
         """Write under the first of `names` that no file in `folder` has, claimed atomically:
         two runs saving the same series at once never get the same name."""
-        return self._written(create_new(self._inside_output(folder), names, write))
-
-    def _inside_output(self, path: Path) -> Path:
-        # Nodes build their paths with output_path(); this guards against any that do not.
-        if not Path(path).resolve().is_relative_to(self.settings.output_dir.resolve()):
-            raise UnsafePathError(f"{path} is outside the output folder {self.settings.output_dir}")
-        return Path(path)
+        return self._written(create_new(self.settings.inside_output(folder), names, write))
 
     def _written(self, path: Path) -> Path:
         self.run.files.append(str(path))

@@ -115,14 +115,15 @@ class Settings:
         candidate = Path(name.replace("\\", "/")) if not _is_absolute(name) else Path(name)
         if _is_absolute(name) or ".." in candidate.parts:
             raise UnsafePathError(f"{what} {name!r} leaves {root}; use a name inside it")
-        resolved = (root / candidate).resolve()
-        if not resolved.is_relative_to(root.resolve()):
-            raise UnsafePathError(f"{what} {name!r} resolves outside {root}")
-        return root / candidate
+        return _inside(root, root / candidate, f"{what} {name!r}")
 
     def output_path(self, relative: str, what: str = "output path") -> Path:
         """A path inside the output folder. Nothing is ever written anywhere else."""
         return self.contained_path(self.output_dir, relative, what)
+
+    def inside_output(self, path: Path) -> Path:
+        """`path` as it is, if it lies inside the output folder once links are resolved."""
+        return _inside(self.output_dir, Path(path), str(path))
 
     def model_file(self, folder: str, name: str, what: str = "model file") -> Path:
         """An existing model file: `<models>/<folder>/<name>`, or an absolute path (see the policy)."""
@@ -152,6 +153,12 @@ class Settings:
             raise UnsafePathError(f"{what} {name!r} is outside {root} and {refusal}; "
                                   f"copy it into {root}")
         raise FileNotFoundError(f"{what} {name!r}: no such file, nor {base_name(name)!r} in {root}")
+
+
+def _inside(root: Path, path: Path, what: str) -> Path:
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise UnsafePathError(f"{what} resolves outside {root}")
+    return path
 
 
 def _is_absolute(name: str) -> bool:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
+from ..atomic import atomic_write
 from ..settings import UnsafePathError, package_version
 from .store import TaskStore
 from .worker import PromptWorker
@@ -223,8 +224,6 @@ class Routes:
             target = target.with_name(f"{stem} ({counter}){suffix}")
             counter += 1
         target.parent.mkdir(parents=True, exist_ok=True)
-        from ..atomic import atomic_write
-
         atomic_write(target, lambda handle: handle.write(data))
         return web.json_response({"name": target.name, "subfolder": subfolder, "type": kind})
 
