@@ -1,0 +1,99 @@
+"""ModelSamplingDiscrete: the 1000-step σ table of SD/SDXL and how a denoiser sees it.
+
+Samplers live in VE space (`x = x0 + σ·n`); the UNet sees `x·c_in` and the nearest *integer*
+timestep, and its output is turned back into a denoised estimate by the prediction type.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+Prediction = Literal["eps", "v"]
+
+
+def _sigma_table(linear_start: float, linear_end: float, timesteps: int, zero_terminal_snr: bool) -> torch.Tensor:
+    # ComfyUI's "linear" betas are diffusers' scaled_linear, computed in float64
+    betas = torch.linspace(linear_start ** 0.5, linear_end ** 0.5, timesteps, dtype=torch.float64) ** 2
+    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    if zero_terminal_snr:
+        alphas_cumprod = _rescale_zero_terminal_snr(alphas_cumprod)
+    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).float()
+
+
+def _rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Lin et al. 2023: shift and scale √ᾱ so the last step has zero SNR; the last ᾱ is then
+    nudged off zero so σ stays finite (as ComfyUI does for ztsnr checkpoints)."""
+    root = alphas_cumprod.sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    root = (root - last) * first / (first - last)
+    alphas_cumprod = root ** 2
+    alphas_cumprod[-1] = 4.8973451890853435e-08
+    return alphas_cumprod
+
+
+@dataclass(frozen=True, eq=False)
+class DiscreteSampling:
+    """σ_t for t = 0…999, with EPS or V prediction (sigma_data = 1)."""
+
+    prediction: Prediction = "eps"
+    linear_start: float = 0.00085
+    linear_end: float = 0.012
+    zero_terminal_snr: bool = False
+    sigmas: torch.Tensor = field(init=False, repr=False)
+    log_sigmas: torch.Tensor = field(init=False, repr=False)
+
+    def __post_init__(self):
+        sigmas = _sigma_table(self.linear_start, self.linear_end, 1000, self.zero_terminal_snr)
+        object.__setattr__(self, "sigmas", sigmas)
+        object.__setattr__(self, "log_sigmas", sigmas.log())
+
+    @property
+    def sigma_min(self) -> float:
+        return float(self.sigmas[0])
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[-1])
+
+    def sigma(self, timestep) -> torch.Tensor:
+        """σ at a (fractional) timestep: linear interpolation in log σ."""
+        t = torch.as_tensor(timestep, dtype=torch.float32).clamp(0, len(self.sigmas) - 1)
+        low = t.floor().long()
+        high = t.ceil().long()
+        weight = t - low
+        return ((1 - weight) * self.log_sigmas[low] + weight * self.log_sigmas[high]).exp()
+
+    def timestep(self, sigma) -> torch.Tensor:
+        """The nearest integer timestep to σ (as float): what the UNet is given."""
+        log_sigma = torch.as_tensor(sigma, dtype=torch.float32).log()
+        distances = (log_sigma.reshape(-1)[None, :] - self.log_sigmas[:, None]).abs()
+        return distances.argmin(dim=0).reshape(log_sigma.shape).float()
+
+    def percent_to_sigma(self, percent: float) -> float:
+        if percent <= 0.0:
+            return 999999999.9
+        if percent >= 1.0:
+            return 0.0
+        return float(self.sigma(torch.tensor((1.0 - percent) * 999.0)))
+
+    @staticmethod
+    def input_scale(sigma: torch.Tensor) -> torch.Tensor:
+        """c_in: what the model input is multiplied by."""
+        return 1.0 / (sigma ** 2 + 1.0) ** 0.5
+
+    def denoised(self, sigma: torch.Tensor, model_output: torch.Tensor, model_input: torch.Tensor) -> torch.Tensor:
+        sigma = sigma.reshape(sigma.shape[:1] + (1,) * (model_output.ndim - 1))
+        if self.prediction == "v":
+            return model_input / (sigma ** 2 + 1.0) - model_output * sigma / (sigma ** 2 + 1.0) ** 0.5
+        return model_input - model_output * sigma
+
+    def noise_scaling(self, sigma: float, noise: torch.Tensor, latent: torch.Tensor, max_denoise: bool = False):
+        """The sampler's start: full denoise starts at √(1+σ²)·n (the VP prior), anything less at σ·n."""
+        scale = math.sqrt(1.0 + sigma ** 2) if max_denoise else sigma
+        return noise * scale + latent
+
+    def is_max_denoise(self, sigma: float) -> bool:
+        return math.isclose(self.sigma_max, sigma, rel_tol=1e-05) or sigma > self.sigma_max

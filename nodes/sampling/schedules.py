@@ -1,0 +1,139 @@
+"""The σ schedules of ComfyUI's `scheduler` widget, and KSampler's step/denoise arithmetic.
+Every schedule ends with σ = 0."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .model_sampling import DiscreteSampling
+
+SCHEDULERS = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+              "linear_quadratic", "kl_optimal")
+
+# These compute one step more and drop the second-to-last σ.
+DISCARD_PENULTIMATE_SIGMA = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
+
+
+def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
+    return torch.cat([sigmas, sigmas.new_zeros([1])])
+
+
+def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    ramp = torch.linspace(0, 1, n)
+    low, high = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return _append_zero((high + ramp * (low - high)) ** rho)
+
+
+def exponential(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    return _append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n).exp())
+
+
+def _uniform_in_t(ms: DiscreteSampling, steps: int, sgm: bool) -> torch.Tensor:
+    start = float(ms.timestep(ms.sigma_max))
+    end = float(ms.timestep(ms.sigma_min))
+    append_zero = True
+    if sgm:
+        timesteps = torch.linspace(start, end, steps + 1)[:-1]
+    else:
+        if math.isclose(float(ms.sigma(end)), 0, abs_tol=1e-5):  # tables that reach σ = 0 themselves
+            steps, append_zero = steps + 1, False
+        timesteps = torch.linspace(start, end, steps)
+    sigmas = torch.stack([ms.sigma(t) for t in timesteps])
+    return _append_zero(sigmas) if append_zero else sigmas
+
+
+def _simple(ms: DiscreteSampling, steps: int) -> torch.Tensor:
+    stride = len(ms.sigmas) / steps
+    return _append_zero(torch.tensor([float(ms.sigmas[-(1 + int(k * stride))]) for k in range(steps)]))
+
+
+def _ddim_uniform(ms: DiscreteSampling, steps: int) -> torch.Tensor:
+    # 1000 // steps strides from t = 1: more than `steps` values when 1000 % steps != 0, as ComfyUI
+    stride = max(len(ms.sigmas) // steps, 1)
+    picked = [float(ms.sigmas[t]) for t in range(1, len(ms.sigmas), stride)]
+    return _append_zero(torch.tensor(picked[::-1]))
+
+
+def _beta(ms: DiscreteSampling, steps: int, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
+    import numpy as np
+    from scipy import stats
+
+    last = len(ms.sigmas) - 1
+    quantiles = 1 - np.linspace(0, 1, steps, endpoint=False)
+    timesteps = np.rint(stats.beta.ppf(quantiles, alpha, beta) * last)
+    picked, previous = [], -1
+    for t in timesteps:
+        if t != previous:  # repeated timesteps are dropped, so short schedules may lose steps
+            picked.append(float(ms.sigmas[int(t)]))
+        previous = t
+    return _append_zero(torch.tensor(picked))
+
+
+def _linear_quadratic(ms: DiscreteSampling, steps: int, threshold: float = 0.025) -> torch.Tensor:
+    """Mochi's schedule in 1 − σ/σ_max: linear to `threshold` over the first half, then quadratic."""
+    if steps == 1:
+        levels = [1.0, 0.0]
+    else:
+        linear_steps = steps // 2
+        quadratic_steps = steps - linear_steps
+        step_gap = linear_steps - threshold * steps
+        quad = step_gap / (linear_steps * quadratic_steps ** 2)
+        lin = threshold / linear_steps - 2 * step_gap / quadratic_steps ** 2
+        const = quad * linear_steps ** 2
+        rising = [k * threshold / linear_steps for k in range(linear_steps)]
+        rising += [quad * k ** 2 + lin * k + const for k in range(linear_steps, steps)]
+        levels = [1.0 - v for v in rising + [1.0]]
+    return torch.tensor(levels, dtype=torch.float32) * ms.sigma_max
+
+
+def _kl_optimal(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
+    fraction = torch.arange(n, dtype=torch.float32) / (n - 1)
+    sigmas = torch.zeros(n + 1)
+    sigmas[:-1] = (fraction * math.atan(sigma_min) + (1 - fraction) * math.atan(sigma_max)).tan()
+    return sigmas
+
+
+def schedule(ms: DiscreteSampling, name: str, steps: int) -> torch.Tensor:
+    """σ_0 > … > 0 for `steps` steps of scheduler `name` (float32)."""
+    if name in ("normal", "sgm_uniform"):
+        return _uniform_in_t(ms, steps, sgm=name == "sgm_uniform")
+    if name == "simple":
+        return _simple(ms, steps)
+    if name == "ddim_uniform":
+        return _ddim_uniform(ms, steps)
+    if name == "beta":
+        return _beta(ms, steps)
+    if name == "linear_quadratic":
+        return _linear_quadratic(ms, steps)
+    if name == "karras":
+        return karras(steps, ms.sigma_min, ms.sigma_max)
+    if name == "exponential":
+        return exponential(steps, ms.sigma_min, ms.sigma_max)
+    if name == "kl_optimal":
+        return _kl_optimal(steps, ms.sigma_min, ms.sigma_max)
+    raise ValueError(f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS)}")
+
+
+def ksampler_sigmas(ms: DiscreteSampling, sampler: str, scheduler: str, steps: int, denoise: float = 1.0) -> torch.Tensor:
+    """KSampler's schedule: the whole one at full denoise; otherwise the last `steps + 1` values
+    of a schedule for `int(steps / denoise)` steps, so `steps` steps always run."""
+    if denoise <= 0.0:
+        return torch.zeros(0)
+    total = steps if denoise > 0.9999 else int(steps / denoise)
+    discard = sampler in DISCARD_PENULTIMATE_SIGMA
+    sigmas = schedule(ms, scheduler, total + 1 if discard else total)
+    if discard:
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
+    return sigmas if denoise > 0.9999 else sigmas[-(steps + 1):]
+
+
+def truncate(sigmas: torch.Tensor, start_at_step: int, end_at_step: int, force_full_denoise: bool) -> torch.Tensor | None:
+    """KSamplerAdvanced's window. None means: run nothing, return the input latent."""
+    if end_at_step < len(sigmas) - 1:
+        sigmas = sigmas[:end_at_step + 1].clone()
+        if force_full_denoise:
+            sigmas[-1] = 0
+    if start_at_step < len(sigmas) - 1:
+        return sigmas[start_at_step:]
+    return None

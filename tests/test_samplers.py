@@ -1,0 +1,218 @@
+"""Every sampler and schedule against an independent implementation: k-diffusion's own
+`sampling.py` (with torchsde's Brownian tree), the closed-form ODE solution of a Gaussian toy
+problem, and the reference's σ tables."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from .kdiffusion_reference import load_sampling
+from nodes.sampling.model_sampling import DiscreteSampling
+from nodes.sampling.samplers import NOT_YET, SAMPLER_NAMES, SAMPLERS, SamplingContext
+from nodes.sampling.schedules import SCHEDULERS, ksampler_sigmas, schedule, truncate
+
+MS = DiscreteSampling()
+MU, SPREAD = 0.3, 0.8  # the toy data: N(MU, SPREAD²) per element
+
+
+def toy_denoiser(x, sigma):
+    """The exact x0-estimate for Gaussian data, plus a small nonlinear term so that samplers
+    that weigh their evaluations wrongly cannot agree by accident."""
+    s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
+    linear = MU + SPREAD ** 2 / (SPREAD ** 2 + s ** 2) * (x - MU)
+    return linear + 0.05 * torch.tanh(x) * s / (1 + s ** 2)
+
+
+def gaussian_denoiser(x, sigma):
+    s = sigma.reshape(-1, *([1] * (x.ndim - 1)))
+    return MU + SPREAD ** 2 / (SPREAD ** 2 + s ** 2) * (x - MU)
+
+
+class ReplayNoise:
+    """The same sequence of unit draws for both implementations."""
+
+    def __init__(self, shape, seed=7):
+        self.generator, self.shape = torch.Generator().manual_seed(seed), shape
+
+    def __call__(self, sigma, sigma_next):
+        return torch.randn(self.shape, generator=self.generator)
+
+
+K_DIFFUSION_NAMES = {  # our name -> (k-diffusion function, extra kwargs, noise kind)
+    "euler": ("sample_euler", {}, None),
+    "ddim": ("sample_euler", {}, None),
+    "euler_ancestral": ("sample_euler_ancestral", {}, "replay"),
+    "heun": ("sample_heun", {}, None),
+    "dpm_2": ("sample_dpm_2", {}, None),
+    "dpm_2_ancestral": ("sample_dpm_2_ancestral", {}, "replay"),
+    "lms": ("sample_lms", {}, None),
+    "dpmpp_2s_ancestral": ("sample_dpmpp_2s_ancestral", {}, "replay"),
+    "dpmpp_sde": ("sample_dpmpp_sde", {}, "brownian"),
+    "dpmpp_sde_gpu": ("sample_dpmpp_sde", {}, "brownian"),
+    "dpmpp_2m": ("sample_dpmpp_2m", {}, None),
+    "dpmpp_2m_sde": ("sample_dpmpp_2m_sde", {}, "brownian"),
+    "dpmpp_2m_sde_gpu": ("sample_dpmpp_2m_sde", {}, "brownian"),
+    "dpmpp_2m_sde_heun": ("sample_dpmpp_2m_sde", {"solver_type": "heun"}, "brownian"),
+    "dpmpp_2m_sde_heun_gpu": ("sample_dpmpp_2m_sde", {"solver_type": "heun"}, "brownian"),
+    "dpmpp_3m_sde": ("sample_dpmpp_3m_sde", {}, "brownian"),
+    "dpmpp_3m_sde_gpu": ("sample_dpmpp_3m_sde", {}, "brownian"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(K_DIFFUSION_NAMES))
+@pytest.mark.parametrize("scheduler", ["karras", "normal"])
+def test_sampler_matches_k_diffusion(name, scheduler):
+    reference = load_sampling()
+    if reference is None:
+        pytest.skip("k-diffusion is not installed (README test command installs it)")
+    function, kwargs, noise = K_DIFFUSION_NAMES[name]
+    seed = 1234
+    sigmas = ksampler_sigmas(MS, name, scheduler, 12)
+    x = initial = torch.randn([2, 4, 6, 5], generator=torch.Generator().manual_seed(3)) * sigmas[0]
+    extra = dict(kwargs)
+    ours_ctx = SamplingContext(seed=seed)
+    if noise == "replay":
+        extra["noise_sampler"] = ReplayNoise(x.shape)
+        ours_ctx.noise_sampler = ReplayNoise(x.shape)
+    elif noise == "brownian":
+        extra["noise_sampler"] = reference.BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), seed=seed)
+    expected = getattr(reference, function)(toy_denoiser, initial.clone(), sigmas, disable=True, **extra)
+    ours = SAMPLERS[name](toy_denoiser, x.clone(), sigmas, ours_ctx)
+    assert torch.allclose(ours, expected, atol=1e-5, rtol=1e-5), (ours - expected).abs().max()
+
+
+CONVERGENCE_ORDER = {"euler": 1, "ddim": 1, "heun": 2, "dpm_2": 2, "lms": 2, "dpmpp_2m": 2, "ipndm": 2}
+
+
+@pytest.mark.parametrize("name", sorted(CONVERGENCE_ORDER))
+def test_deterministic_samplers_converge_to_the_exact_ode_solution_at_their_order(name):
+    """For Gaussian data the probability-flow ODE is solved in closed form:
+    x(0) = μ + (x_T − μ)·s/√(s² + σ_T²). Doubling the steps must divide the error by about 2 for
+    first-order solvers and by 4 or more for the others (the final Euler step caps the rest); a
+    wrong coefficient drops a solver to first order or stops it converging."""
+    x_start = torch.randn([1, 4, 8, 8], generator=torch.Generator().manual_seed(0)) * MS.sigma_max
+    exact = MU + (x_start - MU) * SPREAD / (SPREAD ** 2 + MS.sigma_max ** 2) ** 0.5
+    errors = []
+    for steps in (20, 40):
+        sigmas = schedule(MS, "karras", steps)
+        out = SAMPLERS[name](gaussian_denoiser, x_start.clone(), sigmas, SamplingContext(seed=0))
+        errors.append(float((out - exact).abs().max()))
+    assert errors[0] / errors[1] > (1.8 if CONVERGENCE_ORDER[name] == 1 else 4.0), errors
+
+
+def test_lcm_is_denoise_then_renoise_with_the_step_noise():
+    sigmas = schedule(MS, "simple", 4)
+    x = torch.randn([1, 4, 4, 4], generator=torch.Generator().manual_seed(5)) * sigmas[0]
+    draws = ReplayNoise(x.shape, seed=9)
+    ctx = SamplingContext(seed=0, noise_sampler=ReplayNoise(x.shape, seed=9),
+                          noise_scaling=lambda s, n, lat: MS.noise_scaling(float(s), n, lat))
+    expected = x.clone()
+    for i in range(len(sigmas) - 1):
+        expected = toy_denoiser(expected, sigmas[i] * torch.ones(1))
+        if sigmas[i + 1] > 0:
+            expected = expected + draws(None, None) * sigmas[i + 1]
+    assert torch.allclose(SAMPLERS["lcm"](toy_denoiser, x, sigmas, ctx), expected, atol=1e-6)
+
+
+def test_ddpm_matches_diffusers_ddpm_posterior_steps():
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                              clip_sample=False, variance_type="fixed_small_log")
+    timesteps = [999, 749, 499, 249, 0]
+    sigmas = torch.cat([MS.sigmas[timesteps], torch.zeros(1)])
+    scheduler.set_timesteps(timesteps=timesteps[:-1] + [0])
+    x = torch.randn([1, 4, 4, 4], generator=torch.Generator().manual_seed(2))
+    draws = ReplayNoise(x.shape, seed=4)
+    ours = SAMPLERS["ddpm"](toy_denoiser, x * (1 + sigmas[0] ** 2) ** 0.5, sigmas,
+                            SamplingContext(seed=0, noise_sampler=ReplayNoise(x.shape, seed=4)))
+    sample = x.clone()
+    for i, t in enumerate(timesteps):
+        sigma = sigmas[i]
+        x_ve = sample * (1 + sigma ** 2) ** 0.5
+        eps = (x_ve - toy_denoiser(x_ve, sigma * torch.ones(1))) / sigma
+        prev_t = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        alpha_bar = scheduler.alphas_cumprod[t]
+        alpha_bar_prev = scheduler.alphas_cumprod[prev_t] if prev_t >= 0 else torch.tensor(1.0)
+        beta = 1 - alpha_bar / alpha_bar_prev
+        mean = (sample - beta * eps / (1 - alpha_bar).sqrt()) / (1 - beta).sqrt()
+        variance = beta * (1 - alpha_bar_prev) / (1 - alpha_bar)
+        sample = mean + (variance.sqrt() * draws(None, None) if prev_t >= 0 else 0)
+    assert torch.allclose(ours, sample, atol=1e-4), (ours - sample).abs().max()
+
+
+def test_every_sampler_name_is_listed_and_either_runs_or_is_refused_by_name():
+    assert len(SAMPLER_NAMES) == 42 and set(SAMPLERS) | set(NOT_YET) == set(SAMPLER_NAMES)
+    sigmas = schedule(MS, "karras", 4)
+    x = torch.randn([1, 4, 4, 4], generator=torch.Generator().manual_seed(1)) * sigmas[0]
+    ctx = SamplingContext(seed=0, noise_scaling=lambda s, n, lat: MS.noise_scaling(float(s), n, lat))
+    for name, fn in SAMPLERS.items():
+        out = fn(toy_denoiser, x.clone(), sigmas, ctx)
+        assert out.shape == x.shape and torch.isfinite(out).all(), name
+
+
+SIGMAS_10 = {  # the reference's values for SD1.5/SDXL, 10 steps
+    "normal": [14.6146, 7.8399, 4.6092, 2.9183, 1.9502, 1.3449, 0.9324, 0.6250, 0.3687, 0.0292, 0],
+    "karras": [14.6146, 9.1029, 5.4784, 3.1686, 1.7494, 0.9141, 0.4469, 0.2014, 0.0819, 0.0292, 0],
+}
+TIMESTEPS_10 = {
+    "normal": [999, 888, 777, 666, 555, 444, 333, 222, 111, 0],
+    "karras": [999, 916, 815, 687, 523, 327, 146, 41, 7, 0],
+    "simple": [999, 899, 799, 699, 599, 499, 399, 299, 199, 99],
+    "sgm_uniform": [999, 899, 799, 699, 599, 500, 400, 300, 200, 100],
+    "ddim_uniform": [901, 801, 701, 601, 501, 401, 301, 201, 101, 1],
+    "beta": [999, 959, 876, 765, 637, 500, 362, 234, 123, 40],
+}
+
+
+def test_sigma_table_endpoints():
+    assert MS.sigma_min == pytest.approx(0.0291672, abs=1e-6)
+    assert MS.sigma_max == pytest.approx(14.614641, abs=1e-5)
+    assert float(MS.sigma(torch.tensor(998.5))) == pytest.approx(
+        float(((MS.log_sigmas[998] + MS.log_sigmas[999]) / 2).exp()))
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_schedules(name):
+    sigmas = schedule(MS, name, 10)
+    assert sigmas[-1] == 0 and (sigmas[:-1] > 0).all() and (sigmas[:-1] >= sigmas[1:]).all()
+    if name in SIGMAS_10:
+        assert sigmas.tolist() == pytest.approx(SIGMAS_10[name], abs=1e-4)
+    if name in TIMESTEPS_10:
+        assert MS.timestep(sigmas[:-1]).int().tolist() == TIMESTEPS_10[name]
+    if name == "exponential":
+        assert torch.allclose(sigmas[:-1].log().diff(), sigmas[:-1].log().diff()[0].expand(9), atol=1e-5)
+    if name == "kl_optimal":
+        assert torch.allclose(sigmas[:-1].atan().diff(), sigmas[:-1].atan().diff()[0].expand(9), atol=1e-5)
+    if name == "linear_quadratic":
+        assert sigmas[0] == pytest.approx(MS.sigma_max) and len(sigmas) == 11
+
+
+def test_ddim_uniform_yields_extra_steps_when_1000_is_not_divisible():
+    assert len(schedule(MS, "ddim_uniform", 30)) == 32  # 31 steps + the final 0
+    assert MS.timestep(schedule(MS, "ddim_uniform", 30)[0]) == 991
+
+
+def test_denoise_keeps_the_tail_of_a_longer_schedule_and_discarding_samplers_drop_the_penultimate():
+    full = schedule(MS, "normal", 40)
+    assert torch.equal(ksampler_sigmas(MS, "euler", "normal", 20, denoise=0.5), full[-21:])
+    assert len(ksampler_sigmas(MS, "euler", "normal", 20, denoise=0.0)) == 0
+    longer = schedule(MS, "karras", 21)
+    assert torch.equal(ksampler_sigmas(MS, "dpm_2", "karras", 20), torch.cat([longer[:-2], longer[-1:]]))
+
+
+def test_advanced_truncation():
+    sigmas = schedule(MS, "normal", 20)
+    first = truncate(sigmas, 0, 12, force_full_denoise=False)
+    assert len(first) == 13 and first[-1] == sigmas[12]
+    assert truncate(sigmas, 0, 12, force_full_denoise=True)[-1] == 0
+    assert torch.equal(truncate(sigmas, 12, 10000, force_full_denoise=True), sigmas[12:])
+    assert truncate(sigmas, 20, 10000, force_full_denoise=True) is None
+
+
+def test_max_denoise_start_noise_is_sqrt_one_plus_sigma_squared():
+    noise = torch.ones(1)
+    assert float(MS.noise_scaling(MS.sigma_max, noise, torch.zeros(1), max_denoise=True)) == \
+        pytest.approx((1 + MS.sigma_max ** 2) ** 0.5)
+    assert MS.is_max_denoise(float(schedule(MS, "karras", 5)[0]))
+    assert not MS.is_max_denoise(float(ksampler_sigmas(MS, "euler", "normal", 10, 0.5)[0]))
