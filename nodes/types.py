@@ -31,3 +31,5 @@ class Latent(EdgeValue):
 
     comfy_type = "LATENT"
     samples: Any
+    noise_mask: Any = None  # [B or 1, 1, h, w], any resolution: 1 = denoise, 0 = keep (inpainting)
+    batch_index: tuple[int, ...] | None = None  # which initial-noise draw each image gets

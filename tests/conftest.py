@@ -28,7 +28,7 @@ def tiny_models(tmp_path_factory):
     """Random-weight Kolors models in the real layout, built once per test session."""
     import torch
 
-    from nodes.kolors.tiny import make_tiny_models
+    from nodes.tiny_models import make_tiny_models
 
     torch.set_num_threads(2)  # hashes and bit-exact comparisons assume one thread count
     return make_tiny_models(tmp_path_factory.mktemp("models"))

@@ -5,7 +5,8 @@ from torch import nn
 
 from nodes.core.vae import VAE
 from nodes.kolors.quant import QuantizedLinear
-from nodes.kolors.tiny import VAE_CONFIG, diffusers_vae_to_ldm
+from nodes.core.ldm_keys import diffusers_vae_to_ldm
+from nodes.kolors.tiny import VAE_CONFIG
 
 
 def test_tiny_models_have_the_real_kolors_layout(tiny_models):

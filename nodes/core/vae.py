@@ -68,20 +68,25 @@ class VAE(EdgeValue):
     comfy_type = "VAE"
     path: str
     device: str
+    prefix: str = ""  # "first_stage_model." for the VAE inside a checkpoint
 
     @property
     def cache_key(self):
-        return ("vae", self.path, self.device)
+        return ("vae", self.path, self.prefix, self.device)
 
     def estimated_bytes(self) -> int:
+        if self.prefix:  # an SD VAE is about 84M parameters, whatever the checkpoint's size
+            return 84_000_000 * 4
         return Path(self.path).stat().st_size * 2  # at most: fp16 on disk, fp32 in memory
 
     def load(self):
         from diffusers import AutoencoderKL
         from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
+        from .state_files import CheckpointFile
+
         path = Path(self.path)
-        state = read_state_dict(path)
+        state = CheckpointFile(path).tensors(self.prefix) if self.prefix else read_state_dict(path)
         config = json.loads(SDXL_VAE_CONFIG.read_text())
         config = {k: v for k, v in config.items() if not k.startswith("_")}
         if "decoder.conv_in.weight" in state:  # LDM keys (sdxl.vae.safetensors, ComfyUI files)

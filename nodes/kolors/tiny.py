@@ -19,13 +19,13 @@ the seed.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.ldm_keys import diffusers_vae_to_ldm
+from ..core.random_weights import fan_in_init_, materialized
 from .constants import KOLORS_SCHEDULER_CONFIG, VAE_SCALING_FACTOR
 
 TEXT_HIDDEN = 32
@@ -87,18 +87,6 @@ class ModelSizes:
 TINY = ModelSizes(UNET_CONFIG, TEXT_ENCODER_CONFIG, VAE_CONFIG, unet_std=0.05, text_encoder_shards=2)
 
 
-def _fan_in_init_(module, generator) -> None:
-    import torch
-
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            if param.dim() == 1:
-                param.fill_(1.0 if name.endswith("weight") else 0.0)  # norms 1, biases 0
-            else:
-                std = param[0].numel() ** -0.5
-                param.copy_(torch.randn(param.shape, generator=generator, device=param.device) * std)
-
-
 def _text_encoder_init_(model, generator) -> None:
     """Every parameter from `generator`: ChatGLM leaves its weights uninitialised (RMSNorm uses
     torch.empty). Built on the meta device, its RoPE buffer is recomputed here too."""
@@ -122,20 +110,10 @@ def _unet_init_(unet, generator, std: float | None) -> None:
     import torch
 
     if std is None:
-        return _fan_in_init_(unet, generator)
+        return fan_in_init_(unet, generator)
     with torch.no_grad():
         for param in unet.parameters():
             param.copy_(torch.randn(param.shape, generator=generator, device=param.device) * std)
-
-
-def _materialized(build, device: str):
-    """Build a module on the meta device (no memory, no init), then give it fp16 storage on
-    `device`: a 6B-parameter model takes seconds, not minutes of CPU init and 25 GB of fp32."""
-    import torch
-
-    with torch.device("meta"):
-        module = build()
-    return module.to(torch.float16).to_empty(device=device)
 
 
 def _build_tokenizer(folder: Path) -> None:
@@ -157,7 +135,7 @@ def _write_text_encoder(folder: Path, config: dict, shards: int, generator, devi
     from diffusers.pipelines.kolors.text_encoder import ChatGLMConfig, ChatGLMModel
 
     folder.mkdir(parents=True, exist_ok=True)
-    model = _materialized(lambda: ChatGLMModel(ChatGLMConfig(**config)), device)
+    model = materialized(lambda: ChatGLMModel(ChatGLMConfig(**config)), device)
     _text_encoder_init_(model, generator)
     # Real chatglm3 checkpoints are sharded .bin files whose keys carry a "transformer." prefix.
     keys = sorted(model.state_dict())
@@ -180,7 +158,7 @@ def _write_unet(root: Path, config: dict, std: float | None, generator, device: 
     from diffusers import UNet2DConditionModel
 
     config = {k: v for k, v in config.items() if not k.startswith("_")}
-    unet = _materialized(lambda: UNet2DConditionModel(**config), device)
+    unet = materialized(lambda: UNet2DConditionModel(**config), device)
     _unet_init_(unet, generator, std)
     unet.to("cpu").save_pretrained(root / "unet", variant="fp16")  # the real repo's variant file is fp16
 
@@ -191,42 +169,12 @@ def _write_vae(path: Path, config: dict, generator, device: str) -> None:
     from safetensors.torch import save_file
 
     config = {k: v for k, v in config.items() if not k.startswith("_")}
-    vae = _materialized(lambda: AutoencoderKL(**config), device)
-    _fan_in_init_(vae, generator)
+    vae = materialized(lambda: AutoencoderKL(**config), device)
+    fan_in_init_(vae, generator)
     path.parent.mkdir(parents=True, exist_ok=True)
     # fp16 on disk, like the sdxl-vae-fp16-fix file the Kolors workflows use.
     state = {k: v.to("cpu", torch.float16) for k, v in diffusers_vae_to_ldm(vae.state_dict()).items()}
     save_file(state, str(path))
-
-
-def diffusers_vae_to_ldm(state: dict) -> dict:
-    """diffusers AutoencoderKL keys → the original LDM keys that single-file VAEs use.
-
-    The loader goes the other way with diffusers' own `convert_ldm_vae_checkpoint`, so a tiny
-    file written here exercises exactly the conversion a real sdxl.vae.safetensors goes through.
-    """
-    n_up = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("decoder.up_blocks."))
-    out = {}
-    for key, value in state.items():
-        new = key.replace("conv_norm_out", "norm_out").replace("conv_shortcut", "nin_shortcut")
-        new = new.replace(".downsamplers.0.", ".downsample.").replace(".upsamplers.0.", ".upsample.")
-        parts = new.split(".")
-        if parts[1] == "down_blocks":
-            parts[1] = "down"
-        elif parts[1] == "up_blocks":
-            parts[1], parts[2] = "up", str(n_up - 1 - int(parts[2]))  # LDM counts up blocks upwards
-        elif parts[1] == "mid_block":
-            if parts[2] == "resnets":
-                parts[1:4] = ["mid", f"block_{int(parts[3]) + 1}"]
-            else:  # attentions.0.<name>
-                name = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out": "proj_out"}[parts[4]]
-                parts = [parts[0], "mid", "attn_1", name, parts[-1]]
-                if value.dim() == 2:
-                    value = value[:, :, None, None]  # LDM attention projections are 1x1 convs
-        if len(parts) > 3 and parts[1] in ("down", "up") and parts[3] == "resnets":
-            parts[3] = "block"
-        out[".".join(parts)] = value.contiguous()
-    return out
 
 
 def write_kolors_models(root: Path, sizes: ModelSizes, seed: int = 0, device: str = "cpu") -> Path:
@@ -257,17 +205,3 @@ def write_kolors_models(root: Path, sizes: ModelSizes, seed: int = 0, device: st
 def make_tiny_models(root: Path, seed: int = 0) -> Path:
     """The tiny set the tests and the README's first command use, built on the CPU."""
     return write_kolors_models(root, TINY, seed, "cpu")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make-tiny-models", description=__doc__.split("\n\n")[0])
-    parser.add_argument("dir", type=Path, help="models folder to write (ComfyUI layout)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    make_tiny_models(args.dir, args.seed)
-    print(f"tiny Kolors models written to {args.dir}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

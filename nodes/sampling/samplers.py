@@ -15,18 +15,6 @@ from .noise import BrownianTreeNoiseSampler, NoiseSampler, device_noise_sampler
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, σ per image) -> x0 estimate
 
-# ComfyUI 0.3.64's KSampler list, in its order; the widget offers all of them.
-SAMPLER_NAMES = (
-    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
-    "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
-    "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
-    "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm",
-    "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
-    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
-    "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2",
-)
-
-
 @dataclass
 class SamplingContext:
     seed: int
@@ -363,13 +351,3 @@ SAMPLERS: dict[str, Callable] = {
     "ddpm": ddpm,
     "ipndm": ipndm,
 }
-
-NOT_YET = tuple(name for name in SAMPLER_NAMES if name not in SAMPLERS)
-
-
-def sampler_problem(name) -> str | None:
-    """Validation message for a sampler name run-graph lists but cannot run yet."""
-    if name in NOT_YET:
-        return (f"sampler {name!r} is not implemented in run-graph yet; implemented: "
-                f"{', '.join(sorted(SAMPLERS))}")
-    return None

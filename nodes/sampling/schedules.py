@@ -7,13 +7,7 @@ import math
 import torch
 
 from .model_sampling import DiscreteSampling
-
-SCHEDULERS = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
-              "linear_quadratic", "kl_optimal")
-
-# These compute one step more and drop the second-to-last σ.
-DISCARD_PENULTIMATE_SIGMA = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
-
+from .names import DISCARD_PENULTIMATE_SIGMA, SCHEDULERS
 
 def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros([1])])

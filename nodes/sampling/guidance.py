@@ -1,0 +1,133 @@
+"""CFG over conditionings (ComfyUI's `sampling_function` / `calc_cond_batch`).
+
+Each active entry is evaluated on its area of the latent, with a weight `mult` (strength × area
+feather or mask); a side's prediction is `Σ mult·D / (Σ mult + 1e-37)`; then
+`D = D_neg + cfg·(D_pos − D_neg)`. With cfg = 1 the negative side is not evaluated at all.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .conditioning import CondEntry
+from .model_sampling import DiscreteSampling
+
+# (x [N,C,h,w], σ [N], entries: one per image of x) -> x0 estimates [N,C,h,w]
+BatchPredictor = Callable[[torch.Tensor, torch.Tensor, list[CondEntry]], torch.Tensor]
+
+
+@dataclass
+class _Job:
+    side: int
+    entry: CondEntry
+    area: tuple[int, int, int, int]  # (h, w, y, x)
+    mult: torch.Tensor  # [B, 1 or C, h, w]
+
+
+def _area_of(entry: CondEntry, height: int, width: int) -> tuple[int, int, int, int]:
+    if entry.area_percent is not None:
+        h, w, y, x = entry.area_percent
+        area = (round(h * height), round(w * width), round(y * height), round(x * width))
+    elif entry.area is not None:
+        area = entry.area
+    else:
+        return height, width, 0, 0
+    h, w, y, x = area
+    y, x = min(y, height - 1), min(x, width - 1)
+    return max(1, min(h, height - y)), max(1, min(w, width - x)), y, x
+
+
+def _mask_bounds(mask: torch.Tensor) -> tuple[int, int, int, int]:
+    rows = torch.nonzero(mask.amax(dim=-1) > 0).flatten()
+    cols = torch.nonzero(mask.amax(dim=-2) > 0).flatten()
+    if len(rows) == 0:
+        return mask.shape[-2], mask.shape[-1], 0, 0
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    return y1 - y0 + 1, x1 - x0 + 1, y0, x0
+
+
+def _weights(entry: CondEntry, x: torch.Tensor) -> tuple[tuple[int, int, int, int], torch.Tensor]:
+    batch, _, height, width = x.shape
+    if entry.mask is not None:
+        mask = entry.mask.reshape(-1, 1, *entry.mask.shape[-2:]).float()
+        mask = torch.nn.functional.interpolate(mask, size=(height, width), mode="bilinear").to(x.device)
+        if mask.shape[0] < batch:
+            mask = mask.repeat(math.ceil(batch / mask.shape[0]), 1, 1, 1)[:batch]
+        area = _mask_bounds(mask[:, 0].amax(dim=0)) if entry.set_area_to_bounds else _area_of(entry, height, width)
+        h, w, y, x0 = area
+        return area, mask[:, :, y:y + h, x0:x0 + w] * entry.mask_strength * entry.strength
+    area = _area_of(entry, height, width)
+    h, w, y, x0 = area
+    mult = torch.full((batch, 1, h, w), float(entry.strength), device=x.device)
+    if (h, w) != (height, width):
+        # feather every edge that is not on the image border
+        for size, dim, touches_start, touches_end in ((h, 2, y == 0, y + h >= height), (w, 3, x0 == 0, x0 + w >= width)):
+            ramp = min(8, size // 4)
+            for t in range(ramp):
+                factor = (t + 1) / ramp
+                if not touches_start:
+                    mult.narrow(dim, t, 1).mul_(factor)
+                if not touches_end:
+                    mult.narrow(dim, size - 1 - t, 1).mul_(factor)
+    return area, mult
+
+
+def _active(entry: CondEntry, sigma: float, ms: DiscreteSampling) -> bool:
+    if entry.start_percent > 0.0 and sigma > ms.percent_to_sigma(entry.start_percent):
+        return False
+    if entry.end_percent < 1.0 and sigma < ms.percent_to_sigma(entry.end_percent):
+        return False
+    return True
+
+
+def _same_tokens(jobs: list[_Job]) -> bool:
+    lengths = {job.entry.cross_attn.shape[1] for job in jobs}
+    common = math.lcm(*lengths)
+    return all(common // n <= 4 for n in lengths)
+
+
+def _batches(jobs: list[_Job]) -> list[list[_Job]]:
+    """Jobs that can run as one UNet call: same area size, token lengths repeatable to their
+    LCM. Like ComfyUI, the group is taken in reverse order of appearance."""
+    pending, groups = list(jobs), []
+    while pending:
+        first = pending[0]
+        group = [job for job in pending if job.area[:2] == first.area[:2] and _same_tokens([first, job])]
+        pending = [job for job in pending if job not in group]
+        groups.append(group[::-1])
+    return groups
+
+
+def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: list[CondEntry], cfg: float,
+                 ms: DiscreteSampling):
+    """The denoiser samplers call: x0 estimate for x at σ, with CFG over both sides."""
+    sides = [positive] if math.isclose(cfg, 1.0) else [positive, negative]
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        jobs = []
+        for side, entries in enumerate(sides):
+            for entry in entries:
+                if _active(entry, float(sigma.max()), ms):
+                    area, mult = _weights(entry, x)
+                    jobs.append(_Job(side, entry, area, mult))
+        totals = [torch.zeros_like(x) for _ in sides]
+        counts = [torch.full_like(x, 1e-37) for _ in sides]
+        batch = x.shape[0]
+        for group in _batches(jobs):
+            h, w = group[0].area[:2]
+            crops = [x[:, :, job.area[2]:job.area[2] + h, job.area[3]:job.area[3] + w] for job in group]
+            entries = [job.entry for job in group for _ in range(batch)]
+            out = predict(torch.cat(crops), sigma.repeat(len(group)), entries)
+            for job, part in zip(group, out.chunk(len(group))):
+                y, x0 = job.area[2], job.area[3]
+                totals[job.side][:, :, y:y + h, x0:x0 + w] += part * job.mult
+                counts[job.side][:, :, y:y + h, x0:x0 + w] += job.mult
+        results = [total / count for total, count in zip(totals, counts)]
+        if len(results) == 1:
+            return results[0]
+        return results[1] + (results[0] - results[1]) * cfg
+
+    return denoise

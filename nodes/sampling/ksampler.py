@@ -1,0 +1,91 @@
+"""KSampler's flow: schedule, noise, noise mask, CFG, sampler; model-independent.
+
+The family supplies a `predict(x_in, timestep, entries, size)` that runs its network on
+`c_in`-scaled input at integer timesteps and returns the raw output (ε or v)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .conditioning import CondEntry
+from .guidance import cfg_denoiser
+from .model_sampling import DiscreteSampling
+from .noise import initial_noise
+from .samplers import SAMPLERS, SamplingContext
+from .schedules import ksampler_sigmas, truncate
+
+# (x_in [N,C,h,w], integer timesteps [N], one entry per image, (latent height, width)) -> output
+RawPredictor = Callable[[torch.Tensor, torch.Tensor, list[CondEntry], tuple[int, int]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SamplingModel:
+    predict: RawPredictor
+    model_sampling: DiscreteSampling
+    latent_scale: float
+    device: str
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Which σ to run: KSampler's denoise, or KSamplerAdvanced's window."""
+
+    steps: int
+    denoise: float = 1.0
+    start_at_step: int | None = None
+    end_at_step: int | None = None
+    force_full_denoise: bool = False
+
+
+def sample(model: SamplingModel, latent: torch.Tensor, *, positive: list[CondEntry], negative: list[CondEntry],
+           seed: int, cfg: float, sampler_name: str, scheduler: str, steps: Steps, add_noise: bool = True,
+           noise_mask: torch.Tensor | None = None, batch_index: list[int] | None = None,
+           on_step: Callable[[int, int], None] = lambda done, total: None) -> torch.Tensor:
+    """Unscaled latent in, unscaled latent out (float32, CPU)."""
+    ms = model.model_sampling
+    sigmas = ksampler_sigmas(ms, sampler_name, scheduler, steps.steps, steps.denoise)
+    if steps.start_at_step is not None or steps.end_at_step is not None:
+        sigmas = truncate(sigmas, steps.start_at_step or 0, steps.end_at_step if steps.end_at_step is not None
+                          else 10000, steps.force_full_denoise)
+    if sigmas is None or len(sigmas) <= 1:
+        return latent
+    device = model.device
+    noise = initial_noise(latent.shape, seed, batch_index) if add_noise else torch.zeros_like(latent)
+    noise = noise.to(device)
+    scaled = latent.to(device, torch.float32) * model.latent_scale
+    sigmas = sigmas.to(device)
+    x = ms.noise_scaling(float(sigmas[0]), noise, scaled, max_denoise=ms.is_max_denoise(float(sigmas[0])))
+    size = tuple(latent.shape[-2:])
+
+    def raw(x_part, sigma_part, entries):
+        x_in = x_part * ms.input_scale(sigma_part).reshape(-1, 1, 1, 1)
+        output = model.predict(x_in, ms.timestep(sigma_part), entries, size)
+        return ms.denoised(sigma_part, output.float(), x_part)
+
+    denoise = cfg_denoiser(raw, positive, negative, cfg, ms)
+    if noise_mask is not None:
+        denoise = _inpainting(denoise, noise_mask, noise, scaled, ms)
+    ctx = SamplingContext(seed=seed, on_step=on_step,
+                          noise_scaling=lambda sigma, n, lat: ms.noise_scaling(float(sigma), n, lat))
+    with torch.inference_mode():
+        x = SAMPLERS[sampler_name](denoise, x, sigmas, ctx)
+    return (x / model.latent_scale).float().cpu()
+
+
+def _inpainting(denoise, noise_mask, noise, scaled, ms: DiscreteSampling):
+    """Outside the mask the sample is held to the (re-noised) input latent at every call."""
+    mask = noise_mask.reshape(-1, 1, *noise_mask.shape[-2:]).float().to(scaled.device)
+    mask = torch.nn.functional.interpolate(mask, size=scaled.shape[-2:], mode="bilinear")
+    mask = mask.expand(-1, scaled.shape[1], -1, -1)
+    if mask.shape[0] < scaled.shape[0]:
+        mask = mask.repeat(-(-scaled.shape[0] // mask.shape[0]), 1, 1, 1)[:scaled.shape[0]]
+    keep = 1.0 - mask
+
+    def masked(x, sigma):
+        held = noise * sigma.reshape(-1, 1, 1, 1) + scaled
+        out = denoise(x * mask + held * keep, sigma)
+        return out * mask + scaled * keep
+
+    return masked

@@ -1,0 +1,34 @@
+"""The sampler and scheduler names of ComfyUI 0.3.64's widgets; importable without torch, so
+node classes can declare their choices cheaply."""
+
+# ComfyUI 0.3.64's KSampler list, in its order; the widget offers all of them.
+SAMPLER_NAMES = (
+    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
+    "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
+    "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm",
+    "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
+    "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2",
+)
+
+SCHEDULERS = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
+              "linear_quadratic", "kl_optimal")
+
+# These compute one step more and drop the second-to-last σ.
+DISCARD_PENULTIMATE_SIGMA = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
+
+# What run-graph runs today (samplers.SAMPLERS; a test keeps the two equal). The other names
+# are refused at validation, by name, rather than run as something else.
+IMPLEMENTED = frozenset({
+    "euler", "ddim", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2s_ancestral",
+    "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun",
+    "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "lcm", "ddpm", "ipndm",
+})
+
+
+def sampler_problem(name, vctx=None) -> str | None:
+    """Validation message for a listed sampler name that run-graph cannot run yet."""
+    if name in SAMPLER_NAMES and name not in IMPLEMENTED:
+        return f"sampler {name!r} is not implemented in run-graph yet; implemented: {', '.join(sorted(IMPLEMENTED))}"
+    return None

@@ -1,0 +1,101 @@
+"""Reading single-file checkpoints and telling what they hold, from tensor names and shapes.
+
+A checkpoint carries no config: the UNet's channels, depths, context and ADM widths are read
+off its weights (as ComfyUI's model detection does), and the family from its text encoders:
+- SD1.x: CLIP-L at `cond_stage_model.transformer.`
+- SD2.x: OpenCLIP-H at `cond_stage_model.model.` (v-prediction told by a weight statistic)
+- SDXL base: CLIP-L + OpenCLIP-bigG at `conditioner.embedders.{0,1}.`
+- SDXL refiner: OpenCLIP-bigG alone at `conditioner.embedders.0.model.`
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import ModelLoadError
+
+from ..core.state_files import CheckpointFile
+from .families import FAMILIES, Family
+
+UNET_PREFIXES = ("model.diffusion_model.", "model.model.", "net.")
+VAE_PREFIX = "first_stage_model."
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    family: Family
+    unet_prefix: str
+    unet_config: dict
+    prediction: str  # "eps" | "v"
+    zero_terminal_snr: bool = False
+
+
+def unet_prefix(names) -> str:
+    counts = {p: sum(1 for k in names if k.startswith(p)) for p in UNET_PREFIXES}
+    best = max(counts, key=counts.get)
+    return best if counts[best] > 5 else "model."
+
+
+def _count(names, pattern: str) -> int:
+    regex = re.compile(pattern)
+    return len({m.group(1) for k in names if (m := regex.match(k))})
+
+
+def unet_config(shapes: dict[str, tuple], prefix: str, family: Family) -> dict:
+    """A diffusers UNet2DConditionModel config read off LDM-named weights."""
+    s = {k[len(prefix):]: v for k, v in shapes.items() if k.startswith(prefix)}
+    if "input_blocks.0.0.weight" not in s:
+        raise ModelLoadError("no UNet weights (input_blocks.0.0.weight) under " + prefix)
+    in_channels = s["input_blocks.0.0.weight"][1]
+    ops = sorted(int(m.group(1)) for k in s if (m := re.match(r"input_blocks\.(\d+)\.0\.op\.weight$", k)))
+    input_count = _count(s, r"input_blocks\.(\d+)\.")
+    per_level = ops[0] - 1 if ops else input_count - 1
+    levels = len(ops) + 1
+    widths, attention, depths, up_depths = [], [], [], []
+    context, linear = None, False
+    for i in range(levels):
+        block = 1 + (per_level + 1) * i
+        widths.append(s[f"input_blocks.{block}.0.out_layers.3.weight"][0])
+        depth = _count(s, rf"input_blocks\.{block}\.1\.transformer_blocks\.(\d+)\.")
+        attention.append(depth > 0)
+        depths.append(max(depth, 1))
+        up_block = (per_level + 1) * (levels - 1 - i)
+        up_depths.append(max(_count(s, rf"output_blocks\.{up_block}\.1\.transformer_blocks\.(\d+)\."), 1))
+        if depth and context is None:
+            context = s[f"input_blocks.{block}.1.transformer_blocks.0.attn2.to_k.weight"][1]
+            linear = len(s[f"input_blocks.{block}.1.proj_in.weight"]) == 2
+    mid_depth = _count(s, r"middle_block\.1\.transformer_blocks\.(\d+)\.")
+    if context is None and mid_depth:
+        context = s["middle_block.1.transformer_blocks.0.attn2.to_k.weight"][1]
+        linear = len(s["middle_block.1.proj_in.weight"]) == 2
+    heads = [8] * levels if family.heads_fixed else [max(1, w // 64) for w in widths]
+    config = {
+        "sample_size": 64, "in_channels": in_channels, "out_channels": s["out.2.weight"][0],
+        "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
+        "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)],
+        "block_out_channels": widths, "layers_per_block": per_level, "cross_attention_dim": context,
+        "attention_head_dim": heads, "use_linear_projection": linear,
+        "transformer_layers_per_block": depths,
+        "mid_block_type": "UNetMidBlock2DCrossAttn" if mid_depth else None,
+    }
+    if up_depths != depths:  # diffusers lists the up blocks' depths top level first
+        config["reverse_transformer_layers_per_block"] = list(reversed(up_depths))
+    if mid_depth and mid_depth != depths[-1]:
+        raise ModelLoadError(f"unsupported UNet: middle block depth {mid_depth} differs from the last level's")
+    if "label_emb.0.0.weight" in s:
+        config.update(addition_embed_type="text_time", addition_time_embed_dim=256,
+                      projection_class_embeddings_input_dim=s["label_emb.0.0.weight"][1])
+    return config
+
+
+def detect(file: CheckpointFile) -> CheckpointInfo:
+    names = file.shapes
+    family = next((f for f in FAMILIES if f.matches(names)), None)
+    if family is None:
+        raise ModelLoadError(f"{file.path.name} is not a checkpoint run-graph knows: no SD1.x, SD2.x or SDXL "
+                             "text encoder weights in it (UNet-only files go in models/unet with UNETLoader)")
+    prefix = unet_prefix(names)
+    config = unet_config(names, prefix, family)
+    prediction = family.prediction(file, prefix)
+    return CheckpointInfo(family, prefix, config, prediction, zero_terminal_snr="ztsnr" in names)

@@ -1,0 +1,124 @@
+"""CheckpointLoaderSimple, CheckpointLoader and CLIPSetLastLayer.
+
+The loader reads only the checkpoint's header to tell the family and UNet layout (validation
+does the same, so a file that is not a checkpoint is reported before anything runs); the
+weights load on first use, each part on its own.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from engine import Link, ModelLoadError, Node, NodeOutput, Widget
+
+from ..core.vae import VAE, model_files
+from .models import DiffusionModel, TextEncoders
+
+CHECKPOINT_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
+CONFIG_EXTENSIONS = (".yaml",)
+
+
+def _checkpoints(vctx) -> list[str]:
+    return model_files(vctx.settings, "checkpoints", CHECKPOINT_EXTENSIONS)
+
+
+def _configs(vctx) -> list[str]:
+    return model_files(vctx.settings, "configs", CONFIG_EXTENSIONS)
+
+
+@dataclass(frozen=True)
+class CheckpointOut(NodeOutput):
+    MODEL: DiffusionModel
+    CLIP: TextEncoders
+    VAE: VAE
+
+
+def _checkpoint_problem(settings, name) -> str | None:
+    from ..core.state_files import CheckpointFile
+    from .checkpoint import detect
+
+    try:
+        detect(CheckpointFile(settings.model_file("checkpoints", name, "ckpt_name")))
+    except (ModelLoadError, FileNotFoundError) as exc:
+        return str(exc)
+    return None
+
+
+def load_checkpoint(ctx, name: str) -> CheckpointOut:
+    from ..core.state_files import CheckpointFile
+    from .checkpoint import VAE_PREFIX, detect
+
+    try:
+        path = ctx.settings.model_file("checkpoints", name, "ckpt_name")
+    except FileNotFoundError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    info = detect(CheckpointFile(path))
+    model = DiffusionModel(str(path), info.family.name, info.unet_prefix, json.dumps(info.unet_config, sort_keys=True),
+                           info.prediction, ctx.device, info.zero_terminal_snr)
+    clip = TextEncoders(str(path), info.family.name, ctx.device,
+                        embeddings_dirs=(str(ctx.settings.models_dir / "embeddings"),))
+    return CheckpointOut(model, clip, VAE(str(path), ctx.device, VAE_PREFIX))
+
+
+class CheckpointLoaderSimple(Node):
+    """A single-file SD1.x / SD2.x / SDXL checkpoint from `<models>/checkpoints`."""
+
+    class_type = "CheckpointLoaderSimple"
+    display_name = "Load Checkpoint"
+    category = "loaders"
+    loads_models = True
+
+    ckpt_name: str = Widget(choices=_checkpoints)
+
+    @classmethod
+    def fingerprint(cls, constants, settings):
+        return settings.file_sha256(settings.model_file("checkpoints", constants["ckpt_name"], "ckpt_name"))
+
+    @classmethod
+    def check_inputs(cls, constants, linked_types, vctx):
+        name = constants.get("ckpt_name")
+        problem = _checkpoint_problem(vctx.settings, name) if isinstance(name, str) and name in _checkpoints(vctx) else None
+        return [("ckpt_name", problem)] if problem else []
+
+    def execute(self, ctx) -> CheckpointOut:
+        return load_checkpoint(ctx, self.ckpt_name)
+
+
+class CheckpointLoader(Node):
+    """The deprecated loader with a config file; the config is not needed (the layout is read
+    off the weights) and is ignored, as ComfyUI ignores it today."""
+
+    class_type = "CheckpointLoader"
+    display_name = "Load Checkpoint With Config (DEPRECATED)"
+    category = "advanced/loaders"
+    loads_models = True
+
+    config_name: str = Widget(choices=_configs)
+    ckpt_name: str = Widget(choices=_checkpoints)
+
+    fingerprint = CheckpointLoaderSimple.fingerprint
+    check_inputs = CheckpointLoaderSimple.check_inputs
+
+    def execute(self, ctx) -> CheckpointOut:
+        return load_checkpoint(ctx, self.ckpt_name)
+
+
+@dataclass(frozen=True)
+class ClipOut(NodeOutput):
+    CLIP: TextEncoders
+
+
+class CLIPSetLastLayer(Node):
+    """Read the text encoders' hidden state at layer `stop_at_clip_layer` (−1 last, −2 penultimate)."""
+
+    class_type = "CLIPSetLastLayer"
+    display_name = "CLIP Set Last Layer"
+    category = "conditioning"
+
+    clip: TextEncoders = Link()
+    stop_at_clip_layer: int = Widget(-1, ge=-24, le=-1)
+
+    def execute(self, ctx) -> ClipOut:
+        from dataclasses import replace
+
+        return ClipOut(replace(self.clip, layer=self.stop_at_clip_layer))

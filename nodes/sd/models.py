@@ -1,0 +1,192 @@
+"""MODEL and CLIP handles for single-file checkpoints; `ctx.models.get(handle)` loads them.
+
+Each handle reads only its own tensors from the file, so a checkpoint's UNet, text encoders and
+VAE load (and are evicted) independently.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from engine import EdgeValue, ModelLoadError
+
+from .families import BY_NAME, Family, TextEncoderSpec
+
+
+def compute_dtype(device: str):
+    import torch
+
+    return torch.float16 if device.startswith("cuda") else torch.float32
+
+
+@dataclass(frozen=True)
+class LoraPatch:
+    path: str
+    strength: float
+
+
+@dataclass(frozen=True)
+class DiffusionModel(EdgeValue):
+    """ComfyUI's MODEL: a UNet in a checkpoint (or a UNet-only file), its family and the
+    LoRAs to patch in while sampling."""
+
+    comfy_type = "MODEL"
+    path: str
+    family_name: str
+    unet_prefix: str
+    unet_config_json: str  # the diffusers config read off the weights (JSON keeps the handle hashable)
+    prediction: str
+    device: str
+    zero_terminal_snr: bool = False
+    loras: tuple[LoraPatch, ...] = ()
+
+    @property
+    def family(self) -> Family:
+        return BY_NAME[self.family_name]
+
+    @property
+    def cache_key(self):
+        return ("sd-unet", self.path, self.unet_prefix, self.device)
+
+    def estimated_bytes(self) -> int:
+        return Path(self.path).stat().st_size * 2
+
+    def with_loras(self, *patches: LoraPatch) -> "DiffusionModel":
+        return replace(self, loras=self.loras + patches)
+
+    def model_sampling(self):
+        from ..sampling.model_sampling import DiscreteSampling
+
+        return DiscreteSampling(prediction=self.prediction, zero_terminal_snr=self.zero_terminal_snr)
+
+    def load(self) -> Any:
+        from diffusers import UNet2DConditionModel
+        from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
+
+        from .checkpoint import CheckpointFile
+
+        config = json.loads(self.unet_config_json)
+        state = CheckpointFile(self.path).tensors(self.unet_prefix, strip=False)
+        # diffusers' converter reads the ComfyUI/LDM prefix only
+        state = {"model.diffusion_model." + k[len(self.unet_prefix):]: v for k, v in state.items()}
+        try:
+            converted = convert_ldm_unet_checkpoint(state, config)
+            unet = UNet2DConditionModel(**config)
+            unet.load_state_dict(converted, strict=True)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise ModelLoadError(f"{Path(self.path).name}: the UNet does not fit its detected "
+                                 f"{self.family_name} layout: {str(exc)[:400]}") from exc
+        return unet.to(self.device, compute_dtype(self.device)).eval()
+
+
+@dataclass(frozen=True)
+class TextEncoders(EdgeValue):
+    """ComfyUI's CLIP: the text towers of a checkpoint, which layer to read, and LoRAs."""
+
+    comfy_type = "CLIP"
+    path: str
+    family_name: str
+    device: str
+    layer: int | None = None  # CLIPSetLastLayer; None: the family's default
+    loras: tuple[LoraPatch, ...] = ()
+    embeddings_dirs: tuple[str, ...] = field(default=())
+
+    @property
+    def family(self) -> Family:
+        return BY_NAME[self.family_name]
+
+    def tower(self, spec: TextEncoderSpec) -> "TextTower":
+        return TextTower(self.path, spec, self.device)
+
+
+@dataclass(frozen=True)
+class TextTower(EdgeValue):
+    """One CLIP text model of a checkpoint, as a loadable handle."""
+
+    path: str
+    spec: TextEncoderSpec
+    device: str
+
+    @property
+    def cache_key(self):
+        return ("clip-tower", self.path, self.spec.prefix, self.device)
+
+    def estimated_bytes(self) -> int:
+        return 1 << 28
+
+    def load(self) -> Any:
+        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+        from .checkpoint import CheckpointFile
+
+        state = CheckpointFile(self.path).tensors(self.spec.prefix)
+        if self.spec.open_clip:
+            state = _open_clip_to_hf(state)
+        else:
+            state = {(k if k.startswith("text_model.") else "text_model." + k): v for k, v in state.items()}
+            state.pop("text_model.embeddings.position_ids", None)
+        hidden = state["text_model.embeddings.token_embedding.weight"].shape[1]
+        layers = len({k.split(".")[3] for k in state if k.startswith("text_model.encoder.layers.")})
+        config = CLIPTextConfig(
+            vocab_size=state["text_model.embeddings.token_embedding.weight"].shape[0], hidden_size=hidden,
+            intermediate_size=state["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
+            num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
+            max_position_embeddings=state["text_model.embeddings.position_embedding.weight"].shape[0],
+            hidden_act="gelu" if self.spec.open_clip else "quick_gelu",
+            projection_dim=state["text_projection.weight"].shape[0] if "text_projection.weight" in state else hidden,
+            bos_token_id=49406, eos_token_id=49407, pad_token_id=self.spec.pad_token)
+        model_class = CLIPTextModelWithProjection if self.spec.projected_pool else CLIPTextModel
+        model = model_class(config)
+        if not self.spec.projected_pool:
+            # transformers 5's CLIPTextModel has no `text_model.` level; checkpoints keep v4's names
+            state = {k.removeprefix("text_model."): v for k, v in state.items() if k != "text_projection.weight"}
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"{Path(self.path).name}: text encoder at {self.spec.prefix} does not "
+                                 f"load: {str(exc)[:400]}") from exc
+        # ComfyUI computes text encoders in float32 even when their weights are stored in fp16
+        return model.to(self.device).float().eval()
+
+
+def _open_clip_to_hf(state: dict) -> dict:
+    out = {"text_model.embeddings.token_embedding.weight": state["token_embedding.weight"],
+           "text_model.embeddings.position_embedding.weight": state["positional_embedding"],
+           "text_model.final_layer_norm.weight": state["ln_final.weight"],
+           "text_model.final_layer_norm.bias": state["ln_final.bias"]}
+    if "text_projection" in state:
+        out["text_projection.weight"] = state["text_projection"].T.contiguous()
+    parts = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
+             "attn.out_proj": "self_attn.out_proj"}
+    layers = {int(k.split(".")[2]) for k in state if k.startswith("transformer.resblocks.")}
+    for n in layers:
+        oc, hf = f"transformer.resblocks.{n}.", f"text_model.encoder.layers.{n}."
+        for kind in ("weight", "bias"):
+            for name, chunk in zip("qkv", state[f"{oc}attn.in_proj_{kind}"].chunk(3)):
+                out[f"{hf}self_attn.{name}_proj.{kind}"] = chunk
+            for theirs, ours in parts.items():
+                out[f"{hf}{ours}.{kind}"] = state[f"{oc}{theirs}.{kind}"]
+    return out
+
+
+def sampling_model(handle: DiffusionModel, unet):
+    """The model as the sampler sees it: raw predictions at integer timesteps for a batch of
+    conditioning entries, with token lengths repeated to their LCM (77 vs 154: exact)."""
+    import math
+
+    import torch
+
+    from ..sampling.ksampler import SamplingModel
+
+    family, dtype, device = handle.family, unet.dtype, handle.device
+
+    def predict(x_in, timesteps, entries, size):
+        common = math.lcm(*{e.cross_attn.shape[1] for e in entries})
+        context = torch.cat([e.cross_attn.repeat(1, common // e.cross_attn.shape[1], 1) for e in entries])
+        added = family.added_inputs(entries, size[0] * 8, size[1] * 8, device, dtype)
+        return unet(x_in.to(dtype), timesteps.float(), encoder_hidden_states=context.to(device, dtype),
+                    added_cond_kwargs=added, return_dict=False)[0]
+
+    return SamplingModel(predict, handle.model_sampling(), family.latent_scale, device)

@@ -1,0 +1,119 @@
+"""Tiny random-weight SD1.5 and SDXL checkpoints in the original single-file layout.
+
+The files hold exactly what real ones hold (LDM/SGM names, the VAE under `first_stage_model.`,
+CLIP-L under `cond_stage_model.transformer.`, OpenCLIP-bigG under `conditioner.embedders.1.model.`)
+with small widths; the CLIP vocabulary is the real one. Written through our own diffusers→LDM
+name maps and read back through diffusers' converters, so a checkpoint that loads here went
+through the real conversion code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core.ldm_keys import diffusers_vae_to_ldm, hf_clip_to_open_clip, to_ldm, unet_ldm_names
+from ..core.random_weights import fan_in_init_
+
+VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "down_block_types": ["DownEncoderBlock2D"] * 4,
+       "up_block_types": ["UpDecoderBlock2D"] * 4, "block_out_channels": [32, 32, 64, 64], "layers_per_block": 1,
+       "norm_num_groups": 32}
+CLIP_L = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 1,
+          "hidden_act": "quick_gelu", "pad_token_id": 49407}
+CLIP_G = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 2,
+          "hidden_act": "gelu", "projection_dim": 128, "pad_token_id": 0}
+SD15_UNET = {"sample_size": 8, "block_out_channels": [32, 64], "layers_per_block": 1,
+             "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+             "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"], "cross_attention_dim": 64,
+             "attention_head_dim": 8}
+SDXL_UNET = {"sample_size": 8, "block_out_channels": [64, 128], "layers_per_block": 1,
+             "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+             "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "cross_attention_dim": 192,
+             "attention_head_dim": [1, 2], "transformer_layers_per_block": [1, 2], "use_linear_projection": True,
+             "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+             "projection_class_embeddings_input_dim": 128 + 6 * 256}
+
+
+def _seeded(generator, build):
+    """Build a module whose own init draws from the global RNG, seeded from `generator`,
+    without disturbing the caller's global RNG."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2 ** 31, [1], generator=generator)))
+        return build()
+
+
+def _clip(config: dict, generator, projected: bool):
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    full = CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+                          **config)
+    model = _seeded(generator, lambda: (CLIPTextModelWithProjection if projected else CLIPTextModel)(full))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "embedding" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+    # checkpoints name CLIP-L weights as transformers 4 did, under `text_model.`
+    return {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v
+            for k, v in model.state_dict().items()}
+
+
+def _unet(config: dict, generator) -> dict:
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(**config)
+    with torch.no_grad():
+        for param in unet.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    return to_ldm(unet.state_dict(), unet_ldm_names(unet.config))
+
+
+def _vae(generator) -> dict:
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(**VAE)
+    fan_in_init_(vae, generator)
+    return diffusers_vae_to_ldm(vae.state_dict())
+
+
+def _prefixed(prefix: str, state: dict) -> dict:
+    return {prefix + k: v for k, v in state.items()}
+
+
+def _save(path: Path, state: dict) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # fp16 on disk as published checkpoints are; position ids stay integers
+    save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}, str(path))
+
+
+def write_sd15(path: Path, seed: int = 0) -> Path:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    state = _prefixed("model.diffusion_model.", _unet(SD15_UNET, generator))
+    state |= _prefixed("cond_stage_model.transformer.", _clip(CLIP_L, generator, projected=False))
+    state |= _prefixed("first_stage_model.", _vae(generator))
+    _save(path, state)
+    return path
+
+
+def write_sdxl(path: Path, seed: int = 0) -> Path:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed + 1)
+    state = _prefixed("model.diffusion_model.", _unet(SDXL_UNET, generator))
+    state |= _prefixed("conditioner.embedders.0.transformer.", _clip(CLIP_L, generator, projected=False))
+    bigg = hf_clip_to_open_clip(_clip(CLIP_G, generator, projected=True))
+    state |= _prefixed("conditioner.embedders.1.model.", bigg)
+    state |= _prefixed("first_stage_model.", _vae(generator))
+    _save(path, state)
+    return path
+
+
+def make_tiny_checkpoints(models: Path, seed: int = 0) -> None:
+    checkpoints = Path(models) / "checkpoints"
+    write_sd15(checkpoints / "tiny_sd15.safetensors", seed)
+    write_sdxl(checkpoints / "tiny_sdxl.safetensors", seed)
