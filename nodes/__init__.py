@@ -3,11 +3,16 @@ from .core.conditioning import (ConditioningAverage, ConditioningCombine, Condit
                                 ConditioningSetArea, ConditioningSetAreaPercentage, ConditioningSetMask,
                                 ConditioningSetTimestepRange, ConditioningZeroOut)
 from .core.image import LoadImage, PreviewImage, SaveImage
+from .core.image_ops import (ImageBatch, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy,
+                             ImageScaleToTotalPixels, ImageToMask, MaskToImage)
 from .core.ksampler import KSampler, KSamplerAdvanced
-from .core.latent import EmptyLatentImage
+from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, SolidMask,
+                        ThresholdMask)
+from .core.latent import (EmptyLatentImage, LatentComposite, LatentFromBatch, LatentUpscale, LatentUpscaleBy,
+                          RepeatLatentBatch, SetLatentNoiseMask)
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
                               PrimitiveStringMultiline)
-from .core.vae import VAEDecode, VAEEncode, VAELoader
+from .core.vae import VAEDecode, VAEEncode, VAEEncodeForInpaint, VAELoader
 from .kolors.loaders import DownloadAndLoadChatGLM3, DownloadAndLoadKolorsModel
 from .kolors.lora import KolorsLoraLoaderModelOnly, LoadKolorsLoRA
 from .kolors.sampler import KolorsSampler
@@ -24,4 +29,8 @@ ALL_NODES = [
     CLIPTextEncodeSDXLRefiner, KSampler, KSamplerAdvanced, ConditioningCombine, ConditioningConcat,
     ConditioningAverage, ConditioningZeroOut, ConditioningSetArea, ConditioningSetAreaPercentage,
     ConditioningSetMask, ConditioningSetTimestepRange,
+    LatentUpscale, LatentUpscaleBy, LatentFromBatch, RepeatLatentBatch, LatentComposite, SetLatentNoiseMask,
+    VAEEncodeForInpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImagePadForOutpaint, ImageInvert,
+    ImageBatch, ImageCrop, ImageToMask, MaskToImage, LoadImageMask, SolidMask, InvertMask, CropMask,
+    ThresholdMask, MaskComposite, FeatherMask, GrowMask,
 ]

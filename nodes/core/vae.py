@@ -9,7 +9,7 @@ from pathlib import Path
 from engine import EdgeValue, Link, ModelLoadError, Node, NodeOutput, Widget
 from engine.settings import Settings
 
-from ..types import Image, Latent
+from ..types import Image, Latent, Mask
 from .latent import LatentOut
 
 VAE_EXTENSIONS = (".safetensors", ".sft", ".pt", ".ckpt", ".bin", ".pth")
@@ -185,15 +185,59 @@ class VAEEncode(Node):
     vae: VAE = Link()
 
     def execute(self, ctx) -> LatentOut:
+        return LatentOut(Latent(encode_pixels(ctx, self.vae, crop_to_multiple_of_8(self.pixels.pixels[..., :3]))))
+
+
+def crop_to_multiple_of_8(images):
+    """Center-crop [B, H, W, ...] to sides that are multiples of 8, offset (size % 8) // 2 as
+    ComfyUI crops."""
+    height, width = images.shape[1] // 8 * 8, images.shape[2] // 8 * 8
+    top, left = (images.shape[1] % 8) // 2, (images.shape[2] % 8) // 2
+    return images[:, top:top + height, left:left + width]
+
+
+def encode_pixels(ctx, vae: VAE, images):
+    """[B, H, W, 3] in [0, 1] → raw latents (posterior mode), float32 on the CPU."""
+    import torch
+
+    model = ctx.models.get(vae)
+    dtype = next(model.parameters()).dtype
+    x = images.permute(0, 3, 1, 2).to(vae.device, dtype) * 2.0 - 1.0
+    with torch.inference_mode():
+        latents = model.encode(x).latent_dist.mode()
+    return latents.float().cpu()
+
+
+class VAEEncodeForInpaint(Node):
+    """Encode with the masked pixels set to grey, and a grown, rounded noise mask."""
+
+    class_type = "VAEEncodeForInpaint"
+    display_name = "VAE Encode (for Inpainting)"
+    category = "latent/inpaint"
+
+    pixels: Image = Link()
+    vae: VAE = Link()
+    mask: Mask = Link()
+    grow_mask_by: int = Widget(6, ge=0, le=64)
+
+    def execute(self, ctx) -> LatentOut:
+        import math
+
         import torch
 
-        images = self.pixels.pixels[..., :3]
-        height, width = images.shape[1] // 8 * 8, images.shape[2] // 8 * 8
-        top, left = (images.shape[1] % 8) // 2, (images.shape[2] % 8) // 2
-        images = images[:, top:top + height, left:left + width]
-        model = ctx.models.get(self.vae)
-        dtype = next(model.parameters()).dtype
-        x = images.permute(0, 3, 1, 2).to(self.vae.device, dtype) * 2.0 - 1.0
-        with torch.inference_mode():
-            latents = model.encode(x).latent_dist.mode()
-        return LatentOut(Latent(latents.float().cpu()))
+        pixels = self.pixels.pixels[..., :3].clone()
+        mask = self.mask.mask.reshape(-1, 1, *self.mask.mask.shape[-2:]).float()
+        mask = torch.nn.functional.interpolate(mask, size=pixels.shape[1:3], mode="bilinear")
+        pixels = crop_to_multiple_of_8(pixels)
+        mask = crop_to_multiple_of_8(mask.movedim(1, -1)).movedim(-1, 1)
+        height, width = pixels.shape[1], pixels.shape[2]
+        if self.grow_mask_by == 0:
+            grown = mask
+        else:
+            kernel = torch.ones((1, 1, self.grow_mask_by, self.grow_mask_by))
+            padding = math.ceil((self.grow_mask_by - 1) / 2)
+            grown = torch.clamp(torch.nn.functional.conv2d(mask.round(), kernel, padding=padding), 0, 1)
+        keep = (1.0 - mask.round()).squeeze(1).unsqueeze(-1)
+        pixels = (pixels - 0.5) * keep + 0.5
+        latents = encode_pixels(ctx, self.vae, pixels)
+        return LatentOut(Latent(latents, noise_mask=grown[:, :, :height, :width].round()))
