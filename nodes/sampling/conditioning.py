@@ -32,6 +32,7 @@ class CondEntry:
     target_width: int | None = None
     target_height: int | None = None
     aesthetic_score: float | None = None
+    prompt_type: str = ""  # "negative" on the negative side while sampling (refiner defaults differ)
 
     def replace(self, **changes) -> "CondEntry":
         return dataclasses.replace(self, **changes)

@@ -64,6 +64,7 @@ def sample(model: SamplingModel, latent: torch.Tensor, *, positive: list[CondEnt
         output = model.predict(x_in, ms.timestep(sigma_part), entries, size)
         return ms.denoised(sigma_part, output.float(), x_part)
 
+    negative = [entry.replace(prompt_type="negative") for entry in negative]
     denoise = cfg_denoiser(raw, positive, negative, cfg, ms)
     if noise_mask is not None:
         denoise = _inpainting(denoise, noise_mask, noise, scaled, ms)

@@ -60,7 +60,8 @@ class Family:
                              e.target_height if e.target_height is not None else h,
                              e.target_width if e.target_width is not None else w])
             else:
-                score = e.aesthetic_score if e.aesthetic_score is not None else 6.0
+                score = e.aesthetic_score if e.aesthetic_score is not None else \
+                    2.5 if e.prompt_type == "negative" else 6.0
                 rows.append([h, w, e.crop_h, e.crop_w, score])
         return {"text_embeds": pooled, "time_ids": torch.tensor(rows, device=device, dtype=dtype)}
 

@@ -31,6 +31,13 @@ SDXL_UNET = {"sample_size": 8, "block_out_channels": [64, 128], "layers_per_bloc
              "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
              "projection_class_embeddings_input_dim": 128 + 6 * 256}
 
+REFINER_UNET = {"sample_size": 8, "block_out_channels": [64, 128], "layers_per_block": 1,
+                "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+                "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "cross_attention_dim": 128,
+                "attention_head_dim": [1, 2], "transformer_layers_per_block": [1, 1], "use_linear_projection": True,
+                "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+                "projection_class_embeddings_input_dim": 128 + 5 * 256}
+
 
 def _seeded(generator, build):
     """Build a module whose own init draws from the global RNG, seeded from `generator`,
@@ -59,13 +66,12 @@ def _clip(config: dict, generator, projected: bool):
 
 
 def _unet(config: dict, generator) -> dict:
-    import torch
     from diffusers import UNet2DConditionModel
 
     unet = UNet2DConditionModel(**config)
-    with torch.no_grad():
-        for param in unet.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+    # fan-in scaled weights keep every path alive: the prediction then depends on the prompt and
+    # the timestep as a real model's does, so tests can tell a wrong CFG or σ from a right one
+    fan_in_init_(unet, generator)
     return to_ldm(unet.state_dict(), unet_ldm_names(unet.config))
 
 
@@ -113,7 +119,20 @@ def write_sdxl(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def write_sdxl_refiner(path: Path, seed: int = 0) -> Path:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed + 2)
+    state = _prefixed("model.diffusion_model.", _unet(REFINER_UNET, generator))
+    bigg = hf_clip_to_open_clip(_clip(CLIP_G, generator, projected=True))
+    state |= _prefixed("conditioner.embedders.0.model.", bigg)
+    state |= _prefixed("first_stage_model.", _vae(generator))
+    _save(path, state)
+    return path
+
+
 def make_tiny_checkpoints(models: Path, seed: int = 0) -> None:
     checkpoints = Path(models) / "checkpoints"
     write_sd15(checkpoints / "tiny_sd15.safetensors", seed)
     write_sdxl(checkpoints / "tiny_sdxl.safetensors", seed)
+    write_sdxl_refiner(checkpoints / "tiny_sdxl_refiner.safetensors", seed)

@@ -1,0 +1,207 @@
+"""SD1.5/SDXL checkpoints: conversion round trips, detection, CLIP prompt handling, and the whole
+KSampler path side by side with diffusers' own pipelines on the same modules."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nodes.core.ldm_keys import hf_clip_to_open_clip, to_ldm, unet_ldm_names
+from nodes.core.state_files import CheckpointFile
+from nodes.sd.checkpoint import detect
+from nodes.sd.clip_text import BOS, EOS, encode_rows, pack_rows, tokenize
+from nodes.sd.families import CLIP_G_SDXL
+from nodes.sd.models import DiffusionModel, TextEncoders, _open_clip_to_hf
+from nodes.sd.prompt_weights import weighted_segments
+from nodes.sd.tiny import CLIP_G, SD15_UNET, SDXL_UNET
+
+
+def _handle(path) -> DiffusionModel:
+    info = detect(CheckpointFile(path))
+    return DiffusionModel(str(path), info.family.name, info.unet_prefix, json.dumps(info.unet_config), info.prediction,
+                          "cpu")
+
+
+@pytest.mark.parametrize("config", [SD15_UNET, SDXL_UNET], ids=["sd15", "sdxl"])
+def test_unet_survives_our_ldm_names_and_diffusers_converter_bit_for_bit(config, tmp_path):
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    from nodes.sd.tiny import CLIP_L, _clip
+
+    torch.manual_seed(0)
+    original = UNet2DConditionModel(**config)
+    state = {"model.diffusion_model." + k: v for k, v in to_ldm(original.state_dict(), unet_ldm_names(original.config)).items()}
+    # a text encoder tells the family; SDXL's needs the bigG tower as well
+    state |= {"cond_stage_model.transformer." + k: v for k, v in _clip(CLIP_L, torch.Generator(), False).items()} \
+        if "addition_embed_type" not in config else \
+        {"conditioner.embedders.1.model." + k: v for k, v in hf_clip_to_open_clip(_clip(CLIP_G, torch.Generator(), True)).items()}
+    save_file(state, str(tmp_path / "c.safetensors"))
+    loaded = _handle(tmp_path / "c.safetensors").load()
+    theirs, ours = original.state_dict(), loaded.state_dict()
+    assert theirs.keys() == ours.keys()
+    assert all(torch.equal(theirs[k], ours[k]) for k in theirs)
+
+
+def test_open_clip_names_convert_as_diffusers_converts_them():
+    from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    from nodes.sd.tiny import _clip
+
+    hf = _clip(CLIP_G, torch.Generator().manual_seed(1), True)
+    stored = {"conditioner.embedders.1.model." + k: v for k, v in hf_clip_to_open_clip(hf).items()}
+    model = CLIPTextModelWithProjection(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, **CLIP_G))
+    expected = convert_open_clip_checkpoint(model, stored, prefix="conditioner.embedders.1.model.")
+    ours = _open_clip_to_hf({k.removeprefix("conditioner.embedders.1.model."): v for k, v in stored.items()})
+    expected.pop("text_model.embeddings.position_ids", None)
+    assert ours.keys() == expected.keys()
+    assert all(torch.equal(ours[k], expected[k]) for k in ours)
+
+
+def test_detection(tiny_models, tmp_path):
+    from safetensors.torch import save_file
+
+    sd15 = detect(CheckpointFile(tiny_models / "checkpoints" / "tiny_sd15.safetensors"))
+    sdxl = detect(CheckpointFile(tiny_models / "checkpoints" / "tiny_sdxl.safetensors"))
+    assert (sd15.family.name, sd15.prediction, sd15.unet_config["cross_attention_dim"]) == ("sd1", "eps", 64)
+    assert (sdxl.family.name, sdxl.unet_config["projection_class_embeddings_input_dim"]) == ("sdxl", 128 + 1536)
+    assert sdxl.unet_config["transformer_layers_per_block"] == [1, 2]
+    save_file({"decoder.conv_in.weight": torch.zeros(4, 4, 3, 3)}, str(tmp_path / "vae.safetensors"))
+    from engine import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="not a checkpoint run-graph knows"):
+        detect(CheckpointFile(tmp_path / "vae.safetensors"))
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("a (cat:1.3) on ((a mat))", [("a ", 1.0), ("cat", 1.3), (" on ", 1.0), ("a mat", pytest.approx(1.21))]),
+    ("((a:1.5))", [("a", 1.5)]),
+    ("(unclosed", [("(unclosed", 1.0)]),
+    ("a (b:c) d", [("a ", 1.0), ("b:c", pytest.approx(1.1)), (" d", 1.0)]),
+    ("[x] BREAK \\(lit\\)", [("[x] BREAK (lit)", 1.0)]),
+])
+def test_prompt_weights(prompt, expected):
+    assert weighted_segments(prompt) == expected
+
+
+def test_rows_hold_75_tokens_and_short_pieces_move_whole_to_the_next_row():
+    long_piece = tokenize("word " * 80)
+    rows = pack_rows(long_piece, pad_token=EOS)
+    assert [len(r) for r in rows] == [77, 77] and rows[0][0].id == BOS and rows[0][76].id == EOS
+    assert sum(t.id not in (BOS, EOS) for t in rows[0]) == 75  # split at the boundary: ≥ 8 tokens
+    # 70 tokens at weight 1, then a 7-token piece at another weight: it moves whole
+    groups = tokenize("word " * 70 + "(a b c d e f g:1.2)")
+    rows = pack_rows(groups, pad_token=0)
+    assert len(rows) == 2 and rows[0][71].id == EOS and rows[0][72].id == 0
+    assert [t.weight for t in rows[1][1:8]] == [1.2] * 7
+    assert pack_rows(tokenize(""), 0)[0][:3] == pack_rows([], 0)[0][:3]
+
+
+def test_weights_lerp_from_the_empty_prompt_encoding(tiny_models):
+    from nodes.sd.families import CLIP_L_SD1
+
+    clip = TextEncoders(str(tiny_models / "checkpoints" / "tiny_sd15.safetensors"), "sd1", "cpu")
+    model = clip.tower(CLIP_L_SD1).load()
+    kwargs = dict(layer=None, final_norm_on_hidden=True, projected_pool=False, pad_token=EOS)
+    plain, _ = encode_rows(model, pack_rows(tokenize("a red cat"), EOS), **kwargs)
+    weighted, _ = encode_rows(model, pack_rows(tokenize("a (red:1.5) cat"), EOS), **kwargs)
+    empty, _ = encode_rows(model, pack_rows([], EOS), **kwargs)
+    expected = plain.clone()
+    expected[0, 2] = (plain[0, 2] - empty[0, 2]) * 1.5 + empty[0, 2]
+    assert torch.allclose(weighted, expected, atol=1e-6)
+    unit, _ = encode_rows(model, pack_rows(tokenize("a (red:1.0) cat"), EOS), **kwargs)
+    assert torch.equal(unit, plain)
+
+
+def test_sdxl_reads_the_penultimate_layer_without_the_final_norm(tiny_models):
+    clip = TextEncoders(str(tiny_models / "checkpoints" / "tiny_sdxl.safetensors"), "sdxl", "cpu")
+    model = clip.tower(CLIP_G_SDXL).load()
+    rows = pack_rows(tokenize("a red cat"), 0)
+    hidden, pooled = encode_rows(model, rows, layer=-2, final_norm_on_hidden=False, projected_pool=True, pad_token=0)
+    ids = torch.tensor([[t.id for t in rows[0]]])
+    out = model(input_ids=ids, output_hidden_states=True)
+    assert torch.allclose(hidden, out.hidden_states[-2], atol=1e-6)
+    first_eos = int((ids[0] == EOS).nonzero()[0])
+    expected_pool = model.text_projection(model.text_model.final_layer_norm(out.last_hidden_state)[0, first_eos])
+    assert torch.allclose(pooled[0], expected_pool, atol=1e-5)
+
+
+def _graph(checkpoint: str, sampler: str, scheduler: str, cfg: float, *, width=64, height=64, batch=1):
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo of a red cat", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": batch}},
+        "3": {"class_type": "KSampler", "inputs": {"model": ["4", 0], "seed": 42, "steps": 6, "cfg": cfg,
+                                                   "sampler_name": sampler, "scheduler": scheduler, "denoise": 1.0,
+                                                   "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
+    }
+
+
+def _pipeline_parts(path, family_name):
+    from nodes.core.vae import VAE
+    from nodes.sd.families import BY_NAME
+
+    unet = _handle(path).load()
+    clip = TextEncoders(str(path), family_name, "cpu")
+    towers = [clip.tower(spec).load() for spec in BY_NAME[family_name].encoders]
+    vae = VAE(str(path), "cpu", "first_stage_model.").load()
+    return unet, towers, vae
+
+
+def _dpmpp_2m_karras():
+    from diffusers import DPMSolverMultistepScheduler
+
+    return DPMSolverMultistepScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                       algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
+                                       use_karras_sigmas=True, lower_order_final=True, final_sigmas_type="zero")
+
+
+def _run_graph_image(tiny_models, tmp_path, graph):
+    import numpy as np
+    from PIL import Image
+
+    from engine import Session, Settings
+
+    result = Session(settings=Settings(models_dir=tiny_models, output_dir=tmp_path, device="cpu")).execute(graph)
+    assert result.status == "ok", result.errors
+    return np.asarray(Image.open(result.files[0])).astype(int)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_ksampler_txt2img_matches_the_diffusers_pipeline_on_the_same_weights(family, tiny_models, tmp_path):
+    """dpmpp_2m + karras is the pair diffusers reproduces exactly (reference §4): same σ, nearest
+    integer timesteps, VP start x_T = n ≡ ComfyUI's √(1+σ²)·n. The text goes through diffusers'
+    own tokenizer and encoders, so prompt handling is checked too."""
+    import numpy as np
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    from nodes.sampling.noise import initial_noise
+    from nodes.sd.clip_text import clip_tokenizer
+
+    path = tiny_models / "checkpoints" / f"tiny_{family}.safetensors"
+    ours = _run_graph_image(tiny_models, tmp_path, _graph(path.name, "dpmpp_2m", "karras", 7.0))
+    unet, towers, vae = _pipeline_parts(path, "sd1" if family == "sd15" else "sdxl")
+    tokenizer = clip_tokenizer()
+    if family == "sd15":
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=towers[0], tokenizer=tokenizer, unet=unet,
+                                       scheduler=_dpmpp_2m_karras(), safety_checker=None, feature_extractor=None,
+                                       requires_safety_checker=False)
+    else:
+        import copy
+
+        tokenizer_2 = copy.deepcopy(tokenizer)
+        tokenizer_2.pad_token = "!"  # id 0: OpenCLIP pads with 0, as ComfyUI does
+        pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=towers[0], text_encoder_2=towers[1], tokenizer=tokenizer,
+                                         tokenizer_2=tokenizer_2, unet=unet, scheduler=_dpmpp_2m_karras(),
+                                         force_zeros_for_empty_prompt=False)
+    vae.config.scaling_factor = 0.18215 if family == "sd15" else 0.13025
+    noise = initial_noise([1, 4, 8, 8], 42)
+    image = pipe("a photo of a red cat", negative_prompt="blurry", num_inference_steps=6, guidance_scale=7.0,
+                 height=64, width=64, latents=noise, output_type="np").images[0]
+    theirs = np.clip(255.0 * image, 0, 255).astype(int)  # ComfyUI truncates when saving
+    assert np.abs(ours - theirs).max() <= 1
