@@ -1,0 +1,113 @@
+"""KSampler's flow on a toy model: noise, masks, CFG over several conditionings, areas, windows."""
+from __future__ import annotations
+
+import torch
+
+from nodes.sampling.conditioning import CondEntry
+from nodes.sampling.ksampler import SamplingModel, Steps, sample
+from nodes.sampling.model_sampling import DiscreteSampling
+from nodes.sampling.noise import initial_noise
+from nodes.sampling.schedules import ksampler_sigmas
+
+MS = DiscreteSampling()
+
+
+class ToyModel:
+    """ε = (c_in-scaled input) · a + the entry's offset: each entry's prediction is known."""
+
+    def __init__(self):
+        self.calls = []
+
+    def predict(self, x_in, timesteps, entries, size):
+        self.calls.append(len(entries))
+        offsets = torch.stack([e.cross_attn.mean() * torch.ones(x_in.shape[1:]) for e in entries])
+        return x_in * 0.3 + offsets
+
+    def sampling_model(self):
+        return SamplingModel(self.predict, MS, latent_scale=0.5, device="cpu")
+
+
+def entry(value: float, **kwargs) -> CondEntry:
+    return CondEntry(torch.full((1, 77, 8), value), **kwargs)
+
+
+def run(model=None, latent=None, positive=(entry(1.0),), negative=(entry(-1.0),), **kwargs):
+    model = model or ToyModel()
+    options = dict(seed=3, cfg=4.0, sampler_name="euler", scheduler="normal", steps=Steps(6)) | kwargs
+    latent = torch.zeros([1, 4, 8, 8]) if latent is None else latent
+    return sample(model.sampling_model(), latent, positive=list(positive), negative=list(negative), **options)
+
+
+def test_cfg_one_never_evaluates_the_negative():
+    model = ToyModel()
+    run(model, cfg=1.0)
+    assert set(model.calls) == {1}
+    model = ToyModel()
+    run(model, cfg=2.0)
+    assert set(model.calls) == {2}  # cond and uncond batched in one call
+
+
+def test_combined_entries_average_their_predictions_by_strength():
+    """Two positive entries with strengths 1 and 3 predict as one entry of their weighted mean."""
+    combined = run(positive=(entry(1.0), entry(2.0, strength=3.0)))
+    mean = run(positive=(entry((1.0 * 1 + 2.0 * 3) / 4),))
+    assert torch.allclose(combined, mean, atol=1e-5)
+
+
+def test_an_area_entry_only_changes_its_window():
+    base = run(positive=(entry(1.0),))
+    with_area = run(positive=(entry(1.0), entry(5.0, area=(4, 4, 0, 0))))
+    changed = (with_area - base).abs().amax(dim=(0, 1)) > 1e-6
+    assert changed[:4, :4].all() and not changed[4:, :].any() and not changed[:, 4:].any()
+
+
+def test_timestep_range_switches_an_entry_off():
+    never = run(positive=(entry(1.0), entry(5.0, start_percent=0.0, end_percent=0.0)))
+    assert torch.allclose(never, run(positive=(entry(1.0),)), atol=1e-6)
+
+
+def test_noise_mask_keeps_the_input_latent_where_it_is_zero():
+    latent = torch.randn([1, 4, 8, 8], generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros([1, 1, 8, 8])
+    mask[..., 2:6, 2:6] = 1.0
+    out = run(latent=latent, noise_mask=mask)
+    assert torch.allclose(out[..., :, :2], latent[..., :, :2], atol=1e-5)
+    assert not torch.allclose(out[..., 2:6, 2:6], latent[..., 2:6, 2:6], atol=1e-2)
+
+
+def test_start_noise_is_sqrt_one_plus_sigma_squared_at_full_denoise_and_sigma_below():
+    seen = {}
+
+    class Spy(ToyModel):
+        def predict(self, x_in, timesteps, entries, size):
+            seen.setdefault("first", x_in.clone())
+            return super().predict(x_in, timesteps, entries, size)
+
+    # the model sees x·c_in with c_in = 1/√(1+σ²): n itself at full denoise, n·σ·c_in below it
+    noise = initial_noise([1, 4, 8, 8], 3)
+    run(Spy(), cfg=1.0)
+    assert torch.allclose(seen["first"], noise, atol=1e-6)
+    seen.clear()
+    run(Spy(), cfg=1.0, steps=Steps(6, denoise=0.5))
+    sigma = float(ksampler_sigmas(MS, "euler", "normal", 6, 0.5)[0])
+    assert torch.allclose(seen["first"], noise * sigma / (1 + sigma ** 2) ** 0.5, atol=1e-6)
+
+
+def test_two_advanced_windows_with_leftover_noise_equal_one_full_run():
+    full = run(steps=Steps(8))
+    first = run(steps=Steps(8, start_at_step=0, end_at_step=5, force_full_denoise=False))
+    second = run(latent=first, add_noise=False, steps=Steps(8, start_at_step=5, end_at_step=10000, force_full_denoise=True))
+    assert torch.allclose(second, full, atol=1e-5)
+
+
+def test_a_window_past_the_end_returns_the_input():
+    latent = torch.randn([1, 4, 8, 8])
+    assert run(latent=latent, steps=Steps(4, start_at_step=4, end_at_step=10000)) is latent
+
+
+def test_batch_index_picks_the_matching_draw_of_the_sequence():
+    draws = initial_noise([3, 4, 13, 7], 9, batch_index=[0, 1, 2])
+    assert torch.equal(initial_noise([1, 4, 13, 7], 9, batch_index=[2]), draws[2:])
+    # a plain batch draw equals the per-image draws only when C·h·w is a multiple of 16
+    assert torch.equal(initial_noise([3, 4, 8, 8], 9), initial_noise([3, 4, 8, 8], 9, batch_index=[0, 1, 2]))
+    assert not torch.equal(initial_noise([3, 4, 13, 7], 9), draws)
