@@ -17,7 +17,8 @@ from .kolors.loaders import DownloadAndLoadChatGLM3, DownloadAndLoadKolorsModel
 from .kolors.lora import KolorsLoraLoaderModelOnly, LoadKolorsLoRA
 from .kolors.sampler import KolorsSampler
 from .kolors.text_encode import KolorsTextEncode
-from .sd.loaders import CheckpointLoader, CheckpointLoaderSimple, CLIPSetLastLayer
+from .sd.loaders import (CheckpointLoader, CheckpointLoaderSimple, CLIPSetLastLayer, LoraLoader,
+                         LoraLoaderModelOnly)
 from .sd.text import CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
 
 ALL_NODES = [
@@ -32,5 +33,5 @@ ALL_NODES = [
     LatentUpscale, LatentUpscaleBy, LatentFromBatch, RepeatLatentBatch, LatentComposite, SetLatentNoiseMask,
     VAEEncodeForInpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImagePadForOutpaint, ImageInvert,
     ImageBatch, ImageCrop, ImageToMask, MaskToImage, LoadImageMask, SolidMask, InvertMask, CropMask,
-    ThresholdMask, MaskComposite, FeatherMask, GrowMask,
+    ThresholdMask, MaskComposite, FeatherMask, GrowMask, LoraLoader, LoraLoaderModelOnly,
 ]

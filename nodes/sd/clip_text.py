@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -101,15 +102,8 @@ def encode_rows(model, rows: list[list[Token]], *, layer: int | None, final_norm
     device = model.device
     text_model = getattr(model, "text_model", model)  # transformers 5 flattens CLIPTextModel
     ids = torch.tensor([[t.id if t.id is not None else 0 for t in row] for row in rows], device=device)
-    with torch.inference_mode():
-        inputs = text_model.embeddings.token_embedding(ids)
-        for r, row in enumerate(rows):
-            for p, token in enumerate(row):
-                if token.vector is not None:
-                    inputs[r, p] = token.vector.to(device, inputs.dtype)
-        # input_ids still place the pooled output (first EOS) when embeddings stand in for tokens
-        extra = {"inputs_embeds": inputs} if _has_vectors(rows) else {}
-        out = model(input_ids=ids, output_hidden_states=True, **extra)
+    with torch.inference_mode(), _vectors_in_place(text_model.embeddings.token_embedding, rows):
+        out = model(input_ids=ids, output_hidden_states=True)
         if layer is None:
             hidden = out.last_hidden_state
         else:
@@ -128,8 +122,27 @@ def encode_rows(model, rows: list[list[Token]], *, layer: int | None, final_norm
     return hidden.reshape(1, -1, hidden.shape[-1]).cpu(), pooled[:1].cpu()
 
 
-def _has_vectors(rows) -> bool:
-    return any(t.vector is not None for row in rows for t in row)
+@contextmanager
+def _vectors_in_place(token_embedding, rows):
+    """Textual-inversion vectors replace the embedding lookup at their positions; the token ids
+    still place the pooled output (first EOS). transformers' CLIP takes no inputs_embeds, so this
+    is a forward hook for the one call."""
+    positions = [(r, p, t.vector) for r, row in enumerate(rows) for p, t in enumerate(row) if t.vector is not None]
+    if not positions:
+        yield
+        return
+
+    def substitute(module, args, output):
+        output = output.clone()
+        for r, p, vector in positions:
+            output[r, p] = vector.to(output.device, output.dtype)
+        return output
+
+    hook = token_embedding.register_forward_hook(substitute)
+    try:
+        yield
+    finally:
+        hook.remove()
 
 
 EMBEDDING_EXTENSIONS = (".safetensors", ".pt", ".bin")

@@ -22,6 +22,7 @@ def encode(ctx, clip: TextEncoders, texts: dict[str, str]):
     import torch
 
     from .clip_text import Embeddings, encode_rows, pack_rows, tokenize
+    from .lora import clip_key_map, matched, patched
 
     embeddings = Embeddings(clip.embeddings_dirs)
     packed, models = {}, {}
@@ -39,8 +40,11 @@ def encode(ctx, clip: TextEncoders, texts: dict[str, str]):
         layer = clip.layer if clip.layer is not None else spec.default_layer
         if layer is not None and -layer > model.config.num_hidden_layers:
             layer = None  # beyond the first layer: ComfyUI falls back to the last one
-        tokens, pooled = encode_rows(model, rows, layer=layer, final_norm_on_hidden=spec.final_norm_on_hidden,
-                                     projected_pool=spec.projected_pool, pad_token=spec.pad_token)
+        changes = matched(clip_key_map(model, spec.name, clip.family_name), clip.loras,
+                          lambda patch: patch.strength) if clip.loras else []
+        with ctx.models.modifying(clip.tower(spec)) as change, patched(model, changes, change):
+            tokens, pooled = encode_rows(model, rows, layer=layer, final_norm_on_hidden=spec.final_norm_on_hidden,
+                                         projected_pool=spec.projected_pool, pad_token=spec.pad_token)
         hidden.append(tokens)
     length = min(h.shape[1] for h in hidden)
     return torch.cat([h[:, :length] for h in hidden], dim=-1), pooled

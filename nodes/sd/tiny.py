@@ -136,3 +136,76 @@ def make_tiny_checkpoints(models: Path, seed: int = 0) -> None:
     write_sd15(checkpoints / "tiny_sd15.safetensors", seed)
     write_sdxl(checkpoints / "tiny_sdxl.safetensors", seed)
     write_sdxl_refiner(checkpoints / "tiny_sdxl_refiner.safetensors", seed)
+    write_tiny_loras(models, seed)
+    write_tiny_embeddings(models, seed)
+
+
+def _lora_pairs(prefix: str, weight_shape, rank: int, generator, alpha: float | None) -> dict:
+    import torch
+
+    out_features, in_features = weight_shape[0], weight_shape[1]
+    kernel = tuple(weight_shape[2:])
+    down = torch.randn((rank, in_features, *kernel), generator=generator) * 0.3
+    up = torch.randn((out_features, rank, *([1] * len(kernel))), generator=generator) * 0.3
+    pairs = {f"{prefix}.lora_down.weight": down, f"{prefix}.lora_up.weight": up}
+    if alpha is not None:
+        pairs[f"{prefix}.alpha"] = torch.tensor(alpha)
+    return pairs
+
+
+def write_tiny_loras(models: Path, seed: int = 0) -> None:
+    """A kohya SD1.5 LoRA (UNet attention and resnet convs in kohya's diffusers-style flat names,
+    text encoder as lora_te_), and a LyCORIS SDXL file with LoHa and LoKr layers in SGM names."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    generator = torch.Generator().manual_seed(seed + 3)
+    loras = Path(models) / "loras"
+    sd15 = UNet2DConditionModel(**SD15_UNET)
+    state = {}
+    for name, module in sd15.named_modules():
+        if name.endswith(("attn1.to_q", "attn2.to_k", "attn2.to_v", "proj_in")) or name.endswith("resnets.0.conv1"):
+            state |= _lora_pairs("lora_unet_" + name.replace(".", "_"), module.weight.shape, 4, generator, 2.0)
+    for layer in range(CLIP_L["num_hidden_layers"]):
+        for part in ("self_attn_q_proj", "self_attn_v_proj", "mlp_fc1"):
+            shape = (CLIP_L["intermediate_size"] if part == "mlp_fc1" else CLIP_L["hidden_size"], CLIP_L["hidden_size"])
+            state |= _lora_pairs(f"lora_te_text_model_encoder_layers_{layer}_{part}", shape, 4, generator, None)
+    _save(loras / "tiny_sd15_kohya.safetensors", state)
+
+    sdxl = UNet2DConditionModel(**SDXL_UNET)
+    names = unet_ldm_names(sdxl.config)
+    ordered = sorted(names, key=len, reverse=True)
+    state = {}
+    for name, module in sdxl.named_modules():
+        if not name.endswith(("attn1.to_q", "attn2.to_v", "ff.net.2")):
+            continue
+        prefix = next(p for p in ordered if name.startswith(p + "."))
+        flat = "lora_unet_" + (names[prefix] + name[len(prefix):]).replace(".", "_")
+        out_features, in_features = module.weight.shape
+        if name.endswith("ff.net.2"):  # LoKr: kron(w1, w2_a @ w2_b)
+            state |= {f"{flat}.lokr_w1": torch.randn((2, 2), generator=generator),
+                      f"{flat}.lokr_w2_a": torch.randn((out_features // 2, 2), generator=generator) * 0.2,
+                      f"{flat}.lokr_w2_b": torch.randn((2, in_features // 2), generator=generator) * 0.2,
+                      f"{flat}.alpha": torch.tensor(1.0)}
+        else:  # LoHa
+            state |= {f"{flat}.hada_w1_a": torch.randn((out_features, 4), generator=generator) * 0.3,
+                      f"{flat}.hada_w1_b": torch.randn((4, in_features), generator=generator) * 0.3,
+                      f"{flat}.hada_w2_a": torch.randn((out_features, 4), generator=generator) * 0.3,
+                      f"{flat}.hada_w2_b": torch.randn((4, in_features), generator=generator) * 0.3,
+                      f"{flat}.alpha": torch.tensor(4.0)}
+    _save(loras / "tiny_sdxl_lycoris.safetensors", state)
+
+
+def write_tiny_embeddings(models: Path, seed: int = 0) -> None:
+    """Textual inversions: an A1111 .pt for SD1.5 (CLIP-L width) and an SDXL safetensors with
+    clip_l and clip_g vectors."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed + 4)
+    folder = Path(models) / "embeddings"
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({"string_to_param": {"*": torch.randn((2, CLIP_L["hidden_size"]), generator=generator)}, "name": "tiny"},
+               folder / "tiny_style.pt")
+    _save(folder / "tiny_sdxl_style.safetensors",
+          {"clip_l": torch.randn((3, CLIP_L["hidden_size"]), generator=generator),
+           "clip_g": torch.randn((3, CLIP_G["hidden_size"]), generator=generator)})

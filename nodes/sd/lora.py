@@ -1,0 +1,202 @@
+"""LoraLoader's maths for SD/SDXL: kohya LoRA and LoCon, LyCORIS LoHa and LoKr, full diffs, on
+the UNet and the text encoders, under every name ComfyUI maps.
+
+Patches are computed in float32 on a copy of the original weight, rounded once to the model's
+dtype, and undone by copying the saved originals back, so the cached models stay bit-exact.
+Keys ComfyUI does not map (modern peft UNet names, `base_model.model.…`) are skipped with a
+warning, as ComfyUI skips them: applying them would give a different image from ComfyUI's.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine import ModelLoadError
+
+from ..core.ldm_keys import unet_ldm_names
+from ..core.state_files import CheckpointFile
+from .models import LoraPatch
+
+log = logging.getLogger(__name__)
+
+# ComfyUI's suffixes per adapter part; `x` is the prefix a key map resolves.
+_SUFFIXES = {
+    ".lora_up.weight": "up", ".lora_down.weight": "down", ".lora_mid.weight": "mid", ".alpha": "alpha",
+    "_lora.up.weight": "up", "_lora.down.weight": "down",
+    ".lora_B.weight": "up", ".lora_A.weight": "down", ".lora.up.weight": "up", ".lora.down.weight": "down",
+    ".lora_linear_layer.up.weight": "up", ".lora_linear_layer.down.weight": "down",
+    ".hada_w1_a": "hada_w1_a", ".hada_w1_b": "hada_w1_b", ".hada_w2_a": "hada_w2_a", ".hada_w2_b": "hada_w2_b",
+    ".hada_t1": "hada_t1", ".hada_t2": "hada_t2",
+    ".lokr_w1": "lokr_w1", ".lokr_w2": "lokr_w2", ".lokr_w1_a": "lokr_w1_a", ".lokr_w1_b": "lokr_w1_b",
+    ".lokr_w2_a": "lokr_w2_a", ".lokr_w2_b": "lokr_w2_b", ".lokr_t2": "lokr_t2",
+    ".diff": "diff", ".diff_b": "diff_b", ".dora_scale": "dora_scale",
+}
+_SUFFIX_PATTERN = re.compile("(" + "|".join(re.escape(s) for s in sorted(_SUFFIXES, key=len, reverse=True)) + ")$")
+_CLIP_PARTS = {"mlp.fc1": "mlp_fc1", "mlp.fc2": "mlp_fc2", "self_attn.k_proj": "self_attn_k_proj",
+               "self_attn.q_proj": "self_attn_q_proj", "self_attn.v_proj": "self_attn_v_proj",
+               "self_attn.out_proj": "self_attn_out_proj"}
+
+
+@dataclass
+class Adapter:
+    """The parts a file holds for one weight."""
+
+    parts: dict[str, Any] = field(default_factory=dict)
+
+    def delta(self, shape) -> "torch.Tensor":  # noqa: F821
+        """ΔW in float32 (strength not applied), shaped like the weight."""
+        import torch
+
+        p = {k: v.float() if hasattr(v, "float") else v for k, v in self.parts.items()}
+        if "dora_scale" in p:
+            raise ModelLoadError("DoRA layers (dora_scale) are not supported yet")
+        if "diff" in p:
+            return p["diff"].reshape(shape)
+        alpha = float(p["alpha"]) if "alpha" in p else None
+        if "up" in p:
+            down = p["down"]
+            if "mid" in p:  # Tucker: fold the core into the down projection
+                down = torch.einsum("jc,ijkl->ickl", down.flatten(1), p["mid"])
+            scale = alpha / down.shape[0] if alpha is not None else 1.0
+            return (p["up"].flatten(1) @ down.flatten(1)).reshape(shape) * scale
+        if "hada_w1_a" in p:
+            rank = p["hada_w1_b"].shape[0]
+            scale = alpha / rank if alpha is not None else 1.0
+            if "hada_t1" in p:
+                m1 = torch.einsum("ijkl,jr,ip->prkl", p["hada_t1"], p["hada_w1_b"], p["hada_w1_a"])
+                m2 = torch.einsum("ijkl,jr,ip->prkl", p["hada_t2"], p["hada_w2_b"], p["hada_w2_a"])
+            else:
+                m1, m2 = p["hada_w1_a"] @ p["hada_w1_b"], p["hada_w2_a"] @ p["hada_w2_b"]
+            return (m1 * m2).reshape(shape) * scale
+        if "lokr_w1" in p or "lokr_w1_a" in p:
+            w1 = p.get("lokr_w1")
+            dim = None
+            if w1 is None:
+                w1, dim = p["lokr_w1_a"] @ p["lokr_w1_b"], p["lokr_w1_b"].shape[0]
+            w2 = p.get("lokr_w2")
+            if w2 is None:
+                dim = p["lokr_w2_b"].shape[0]
+                if "lokr_t2" in p:
+                    w2 = torch.einsum("ijkl,ip,jr->prkl", p["lokr_t2"], p["lokr_w2_a"], p["lokr_w2_b"])
+                else:
+                    w2 = p["lokr_w2_a"] @ p["lokr_w2_b"]
+            if w2.ndim == 4:
+                w1 = w1[:, :, None, None]
+            scale = alpha / dim if alpha is not None and dim else 1.0
+            return torch.kron(w1, w2).reshape(shape) * scale
+        raise ModelLoadError(f"unsupported LoRA layer with parts {sorted(p)}")
+
+
+def read_adapters(path: str) -> dict[str, Adapter]:
+    stat = Path(path).stat()
+    return _read(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _read(path: str, size: int, mtime_ns: int) -> dict[str, Adapter]:
+    adapters: dict[str, Adapter] = {}
+    for key, tensor in CheckpointFile(path).tensors("").items():
+        if (m := _SUFFIX_PATTERN.search(key)) is None:
+            continue
+        adapters.setdefault(key[:m.start()], Adapter()).parts[_SUFFIXES[m.group(1)]] = tensor
+    if not adapters:
+        raise ModelLoadError(f"{Path(path).name} holds no LoRA weights (no lora_up/lora_down, lora_A/lora_B, "
+                             "hada_*, lokr_* or diff keys)")
+    return adapters
+
+
+def unet_key_map(unet) -> dict[str, str]:
+    """Every LoRA prefix ComfyUI resolves for this UNet -> the diffusers module name."""
+    import torch
+
+    names = unet_ldm_names(dict(unet.config))
+    ordered = sorted(names, key=len, reverse=True)
+    out = {}
+    for module_name, module in unet.named_modules():
+        if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            continue
+        prefix = next((p for p in ordered if module_name == p or module_name.startswith(p + ".")), None)
+        if prefix is not None:
+            ldm = names[prefix] + module_name[len(prefix):]
+            out["lora_unet_" + ldm.replace(".", "_")] = module_name
+            out["diffusion_model." + ldm] = module_name
+        flat = module_name.replace(".", "_")
+        out["lora_unet_" + flat] = out["lycoris_" + flat] = module_name
+        processor = module_name.replace(".to_", ".processor.to_")
+        if processor.endswith(".to_out.0"):
+            processor = processor[:-2]
+        out[processor] = out["unet." + processor] = module_name
+    return out
+
+
+def clip_key_map(model, tower: str, family_name: str) -> dict[str, str]:
+    """kohya (`lora_te_`, `lora_te1_`, `lora_te2_`) and diffusers (`text_encoder[_2].`) names."""
+    import torch
+
+    kohya = {"sd1": {"l": "lora_te_"}, "sd2": {"h": "lora_te_"}, "sdxl": {"l": "lora_te1_", "g": "lora_te2_"},
+             "sdxl_refiner": {"g": "lora_te2_"}}[family_name].get(tower)
+    diffusers = "text_encoder_2." if tower == "g" and family_name.startswith("sdxl") else "text_encoder."
+    out = {}
+    for module_name, module in model.named_modules():
+        if not isinstance(module, torch.nn.Linear) or ".layers." not in module_name:
+            continue
+        inner = module_name[module_name.index("encoder.layers."):]  # encoder.layers.N.<part>
+        layer, part = inner.split(".")[2], ".".join(inner.split(".")[3:])
+        if part in _CLIP_PARTS and kohya:
+            out[f"{kohya}text_model_encoder_layers_{layer}_{_CLIP_PARTS[part]}"] = module_name
+        out[f"{diffusers}text_model.{inner}"] = module_name
+    return out
+
+
+def matched(key_map: dict[str, str], patches: tuple[LoraPatch, ...], strength_of) -> list[tuple[str, Adapter, float]]:
+    """(module, adapter, strength) for every adapter a key map resolves; the rest are logged."""
+    out = []
+    for patch in patches:
+        strength = strength_of(patch)
+        if strength == 0:
+            continue
+        skipped = 0
+        for prefix, adapter in read_adapters(patch.path).items():
+            if prefix in key_map:
+                out.append((key_map[prefix], adapter, strength))
+            else:
+                skipped += 1
+        if skipped:
+            log.warning("%s: %d LoRA layers match no weight of this model and are not applied (as in ComfyUI)",
+                        Path(patch.path).name, skipped)
+    return out
+
+
+@contextmanager
+def patched(module, changes: list[tuple[str, Adapter, float]], change=None):
+    """Apply the adapters for the block; afterwards the saved originals are copied back."""
+    import torch
+
+    saved: dict[tuple[str, str], torch.Tensor] = {}
+    try:
+        with torch.no_grad():
+            deltas: dict[str, torch.Tensor] = {}
+            for name, adapter, strength in changes:
+                layer = module.get_submodule(name)
+                delta = adapter.delta(layer.weight.shape).to(layer.weight.device) * strength
+                deltas[name] = deltas[name] + delta if name in deltas else delta
+                if "diff_b" in adapter.parts and layer.bias is not None:
+                    saved.setdefault((name, "bias"), layer.bias.detach().clone())
+                    shift = strength * adapter.parts["diff_b"].float().to(layer.bias.device)
+                    layer.bias.copy_((layer.bias.float() + shift).to(layer.bias.dtype))
+            for name, delta in deltas.items():
+                weight = module.get_submodule(name).weight
+                saved.setdefault((name, "weight"), weight.detach().clone())
+                weight.copy_((weight.float() + delta).to(weight.dtype))  # one rounding to the model dtype
+        yield module
+    finally:
+        with torch.no_grad():
+            for (name, attribute), original in saved.items():
+                getattr(module.get_submodule(name), attribute).copy_(original)
+        if change is not None:
+            change.undone()
