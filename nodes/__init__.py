@@ -2,6 +2,9 @@
 from .core.conditioning import (ConditioningAverage, ConditioningCombine, ConditioningConcat,
                                 ConditioningSetArea, ConditioningSetAreaPercentage, ConditioningSetMask,
                                 ConditioningSetTimestepRange, ConditioningZeroOut)
+from .core.custom_sampling import (BasicGuider, BasicScheduler, CFGGuider, DisableNoise, ExponentialScheduler,
+                                   KarrasScheduler, KSamplerSelect, RandomNoise, SamplerCustom,
+                                   SamplerCustomAdvanced, SDTurboScheduler, SplitSigmas)
 from .core.image import LoadImage, PreviewImage, SaveImage
 from .core.image_ops import (ImageBatch, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy,
                              ImageScaleToTotalPixels, ImageToMask, MaskToImage)
@@ -34,4 +37,6 @@ ALL_NODES = [
     VAEEncodeForInpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImagePadForOutpaint, ImageInvert,
     ImageBatch, ImageCrop, ImageToMask, MaskToImage, LoadImageMask, SolidMask, InvertMask, CropMask,
     ThresholdMask, MaskComposite, FeatherMask, GrowMask, LoraLoader, LoraLoaderModelOnly,
+    KSamplerSelect, BasicScheduler, KarrasScheduler, ExponentialScheduler, SDTurboScheduler, SplitSigmas,
+    RandomNoise, DisableNoise, CFGGuider, BasicGuider, SamplerCustom, SamplerCustomAdvanced,
 ]

@@ -43,7 +43,7 @@ def sample(model: SamplingModel, latent: torch.Tensor, *, positive: list[CondEnt
            seed: int, cfg: float, sampler_name: str, scheduler: str, steps: Steps, add_noise: bool = True,
            noise_mask: torch.Tensor | None = None, batch_index: list[int] | None = None,
            on_step: Callable[[int, int], None] = lambda done, total: None) -> torch.Tensor:
-    """Unscaled latent in, unscaled latent out (float32, CPU)."""
+    """KSampler: unscaled latent in, unscaled latent out (float32, CPU)."""
     ms = model.model_sampling
     sigmas = ksampler_sigmas(ms, sampler_name, scheduler, steps.steps, steps.denoise)
     if steps.start_at_step is not None or steps.end_at_step is not None:
@@ -51,10 +51,22 @@ def sample(model: SamplingModel, latent: torch.Tensor, *, positive: list[CondEnt
                           else 10000, steps.force_full_denoise)
     if sigmas is None or len(sigmas) <= 1:
         return latent
-    device = model.device
     noise = initial_noise(latent.shape, seed, batch_index) if add_noise else torch.zeros_like(latent)
-    noise = noise.to(device)
+    samples, _ = sample_sigmas(model, latent, sigmas, noise, positive=positive, negative=negative, seed=seed, cfg=cfg,
+                               sampler_name=sampler_name, noise_mask=noise_mask, on_step=on_step)
+    return samples
+
+
+def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tensor, noise: torch.Tensor, *,
+                  positive: list[CondEntry], negative: list[CondEntry], seed: int, cfg: float, sampler_name: str,
+                  noise_mask: torch.Tensor | None = None,
+                  on_step: Callable[[int, int], None] = lambda done, total: None):
+    """Run a sampler over explicit σ from `noise` (unit scale) and an unscaled latent. Returns the
+    unscaled result and the last step's x0 prediction (SamplerCustom's `denoised_output`)."""
+    ms = model.model_sampling
+    device = model.device
     scaled = latent.to(device, torch.float32) * model.latent_scale
+    noise = noise.to(device)
     sigmas = sigmas.to(device)
     x = ms.noise_scaling(float(sigmas[0]), noise, scaled, max_denoise=ms.is_max_denoise(float(sigmas[0])))
     size = tuple(latent.shape[-2:])
@@ -68,11 +80,27 @@ def sample(model: SamplingModel, latent: torch.Tensor, *, positive: list[CondEnt
     denoise = cfg_denoiser(raw, positive, negative, cfg, ms)
     if noise_mask is not None:
         denoise = _inpainting(denoise, noise_mask, noise, scaled, ms)
-    ctx = SamplingContext(seed=seed, on_step=on_step,
+    # the x0 estimate of each step's first evaluation, as ComfyUI's preview callback sees it
+    step_estimates: list[torch.Tensor] = []
+    last = {}
+
+    def recording(x_now, sigma):
+        out = denoise(x_now, sigma)
+        step_estimates.append(out)
+        return out
+
+    def stepped(done, total):
+        if step_estimates:
+            last["x0"] = step_estimates[0]
+        step_estimates.clear()
+        on_step(done, total)
+
+    ctx = SamplingContext(seed=seed, on_step=stepped,
                           noise_scaling=lambda sigma, n, lat: ms.noise_scaling(float(sigma), n, lat))
     with torch.inference_mode():
-        x = SAMPLERS[sampler_name](denoise, x, sigmas, ctx)
-    return (x / model.latent_scale).float().cpu()
+        x = SAMPLERS[sampler_name](recording, x, sigmas, ctx)
+    denoised = last.get("x0", x)
+    return (x / model.latent_scale).float().cpu(), (denoised / model.latent_scale).float().cpu()
 
 
 def _inpainting(denoise, noise_mask, noise, scaled, ms: DiscreteSampling):

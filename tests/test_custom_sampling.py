@@ -1,0 +1,122 @@
+"""SamplerCustom(Advanced) and its parts, against KSampler and the reference's σ."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine import Session, Settings
+
+
+def base(checkpoint="tiny_sd15.safetensors"):
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cat", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+    }
+
+
+def decoded(session, graph, node, slot=0):
+    """Run `graph` with a VAEDecode and a preview after `node`'s output `slot`: the pixels."""
+    import numpy as np
+    from PIL import Image
+
+    graph = dict(graph)
+    graph["98"] = {"class_type": "VAEDecode", "inputs": {"samples": [node, slot], "vae": ["4", 2]}}
+    graph["99"] = {"class_type": "PreviewImage", "inputs": {"images": ["98", 0]}}
+    result = session.execute(graph)
+    return np.asarray(Image.open(result.outputs["99"].files[0])).astype(int)
+
+
+@pytest.fixture
+def session(tiny_models, tmp_path):
+    return Session(settings=Settings(models_dir=tiny_models, output_dir=tmp_path, device="cpu"), cache=False)
+
+
+def ksampler(sampler="euler", scheduler="normal", steps=4, cfg=5.0, seed=7):
+    return {"class_type": "KSampler", "inputs": {"model": ["4", 0], "seed": seed, "steps": steps, "cfg": cfg,
+                                                 "sampler_name": sampler, "scheduler": scheduler, "denoise": 1.0,
+                                                 "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}}
+
+
+def test_sampler_custom_with_basic_scheduler_equals_ksampler(session):
+    import numpy as np
+
+    graph = base() | {"3": ksampler("dpmpp_2m", "karras")}
+    expected = decoded(session, graph, "3")
+    custom = base() | {
+        "10": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "dpmpp_2m"}},
+        "11": {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "karras", "steps": 4,
+                                                          "denoise": 1.0}},
+        "12": {"class_type": "SamplerCustom", "inputs": {"model": ["4", 0], "add_noise": True, "noise_seed": 7,
+                                                         "cfg": 5.0, "positive": ["6", 0], "negative": ["7", 0],
+                                                         "sampler": ["10", 0], "sigmas": ["11", 0],
+                                                         "latent_image": ["5", 0]}},
+    }
+    assert np.array_equal(decoded(session, custom, "12"), expected)
+    # the last step lands on σ = 0, where the x0 estimate is the result
+    assert np.array_equal(decoded(session, custom, "12", slot=1), expected)
+
+
+def test_split_sigmas_in_two_advanced_stages_equals_one_pass(session):
+    import numpy as np
+
+    parts = {
+        "10": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "11": {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "normal", "steps": 6,
+                                                          "denoise": 1.0}},
+        "13": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
+        "14": {"class_type": "DisableNoise", "inputs": {}},
+        "15": {"class_type": "CFGGuider", "inputs": {"model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+                                                     "cfg": 4.0}},
+    }
+    whole = base() | parts | {
+        "20": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["13", 0], "guider": ["15", 0],
+                                                                 "sampler": ["10", 0], "sigmas": ["11", 0],
+                                                                 "latent_image": ["5", 0]}}}
+    staged = base() | parts | {
+        "12": {"class_type": "SplitSigmas", "inputs": {"sigmas": ["11", 0], "step": 2}},
+        "20": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["13", 0], "guider": ["15", 0],
+                                                                 "sampler": ["10", 0], "sigmas": ["12", 0],
+                                                                 "latent_image": ["5", 0]}},
+        "21": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["14", 0], "guider": ["15", 0],
+                                                                 "sampler": ["10", 0], "sigmas": ["12", 1],
+                                                                 "latent_image": ["20", 0]}}}
+    assert np.abs(decoded(session, staged, "21") - decoded(session, whole, "20")).max() <= 1
+
+
+def test_basic_guider_is_cfg_one(session):
+    import numpy as np
+
+    parts = {"10": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+             "11": {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "simple", "steps": 3,
+                                                               "denoise": 1.0}},
+             "13": {"class_type": "RandomNoise", "inputs": {"noise_seed": 7}},
+             "15": {"class_type": "BasicGuider", "inputs": {"model": ["4", 0], "conditioning": ["6", 0]}},
+             "20": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["13", 0], "guider": ["15", 0],
+                                                                      "sampler": ["10", 0], "sigmas": ["11", 0],
+                                                                      "latent_image": ["5", 0]}}}
+    expected = decoded(session, base() | {"3": ksampler("euler", "simple", 3, cfg=1.0)}, "3")
+    assert np.array_equal(decoded(session, base() | parts, "20"), expected)
+
+
+def test_sd_turbo_scheduler_timesteps():
+    from nodes.core.custom_sampling import SDTurboScheduler
+    from nodes.sampling.model_sampling import DiscreteSampling
+    from nodes.sd.models import DiffusionModel
+
+    model = DiffusionModel("x", "sd1", "model.diffusion_model.", "{}", "eps", "cpu")
+    ms = DiscreteSampling()
+    one = SDTurboScheduler(model=model, steps=1, denoise=1.0).execute(None).SIGMAS.sigmas
+    assert ms.timestep(one[:-1]).tolist() == [999] and one[-1] == 0
+    two = SDTurboScheduler(model=model, steps=2, denoise=0.5).execute(None).SIGMAS.sigmas
+    assert ms.timestep(two[:-1]).tolist() == [499, 399]
+
+
+def test_karras_and_exponential_nodes_use_their_widgets():
+    from nodes.core.custom_sampling import ExponentialScheduler, KarrasScheduler
+
+    karras = KarrasScheduler(steps=10, sigma_max=14.614642, sigma_min=0.0291675, rho=7.0).execute(None).SIGMAS.sigmas
+    assert karras.tolist()[:3] == pytest.approx([14.6146, 9.1029, 5.4784], abs=1e-3) and karras[-1] == 0
+    expo = ExponentialScheduler(steps=5, sigma_max=10.0, sigma_min=0.1).execute(None).SIGMAS.sigmas
+    assert torch.allclose(expo[:-1], torch.tensor([10.0, 10 ** 0.5, 1.0, 0.1 ** 0.5, 0.1]), rtol=1e-5)
