@@ -111,3 +111,16 @@ def test_batch_index_picks_the_matching_draw_of_the_sequence():
     # a plain batch draw equals the per-image draws only when C·h·w is a multiple of 16
     assert torch.equal(initial_noise([3, 4, 8, 8], 9), initial_noise([3, 4, 8, 8], 9, batch_index=[0, 1, 2]))
     assert not torch.equal(initial_noise([3, 4, 13, 7], 9), draws)
+
+
+def test_an_area_entry_gets_a_negative_counterpart_with_the_same_area():
+    """ComfyUI's rule: the negative side gets a copy of each positive area entry, carrying the
+    negative's text. With it, a positive area entry of strength s and a plain negative give the
+    same result as an explicit negative area entry of that strength."""
+    area = dict(area=(4, 4, 0, 0), strength=2.0)
+    implicit = run(positive=(entry(1.0), entry(5.0, **area)), negative=(entry(-1.0),))
+    explicit = run(positive=(entry(1.0), entry(5.0, **area)), negative=(entry(-1.0), entry(-1.0, **area)))
+    assert torch.allclose(implicit, explicit, atol=1e-6)
+    no_copy_when_present = run(positive=(entry(1.0), entry(5.0, **area)),
+                               negative=(entry(-1.0), entry(-3.0, area=(4, 4, 0, 0))))
+    assert not torch.allclose(no_copy_when_present, implicit, atol=1e-3)

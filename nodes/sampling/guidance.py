@@ -101,12 +101,54 @@ def _batches(jobs: list[_Job]) -> list[list[_Job]]:
     return groups
 
 
+def _inside(area, outer) -> bool:
+    h, w, y, x = area
+    oh, ow, oy, ox = outer
+    return y + h <= oy + oh and x + w <= ox + ow and y >= oy and x >= ox
+
+
+def _with_same_areas(sides: list[list[CondEntry]], height: int, width: int) -> list[list[CondEntry]]:
+    """ComfyUI gives every area entry a counterpart with the same area on the other side: a copy
+    of the entry whose text (and size conditioning) comes from the smallest entry there that
+    encloses the area, or else from the first entry without one."""
+    resolved = [[e.replace(area=_area_of(e, height, width), area_percent=None)
+                 if e.area is not None or e.area_percent is not None else e for e in side] for side in sides]
+    for k, side in enumerate(resolved):
+        for entry in list(side):
+            if entry.area is None:
+                continue
+            for kk, other in enumerate(resolved):
+                if kk == k:
+                    continue
+                smallest = None
+                for candidate in other:
+                    if candidate.area is None:
+                        smallest = smallest or candidate
+                    elif _inside(entry.area, candidate.area) and (
+                            smallest is None or smallest.area is None
+                            or smallest.area[0] * smallest.area[1] > candidate.area[0] * candidate.area[1]):
+                        smallest = candidate
+                if smallest is None or smallest.area == entry.area:
+                    continue
+                other.append(entry.replace(
+                    cross_attn=smallest.cross_attn, pooled=smallest.pooled, width=smallest.width,
+                    height=smallest.height, crop_w=smallest.crop_w, crop_h=smallest.crop_h,
+                    target_width=smallest.target_width, target_height=smallest.target_height,
+                    aesthetic_score=smallest.aesthetic_score, prompt_type=smallest.prompt_type))
+    return resolved
+
+
 def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: list[CondEntry], cfg: float,
                  ms: DiscreteSampling):
     """The denoiser samplers call: x0 estimate for x at σ, with CFG over both sides."""
-    sides = [positive] if math.isclose(cfg, 1.0) else [positive, negative]
+    given = [positive] if math.isclose(cfg, 1.0) else [positive, negative]
+    prepared: dict[tuple, list[list[CondEntry]]] = {}
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        shape = tuple(x.shape[-2:])
+        if shape not in prepared:
+            prepared[shape] = _with_same_areas(given, *shape) if len(given) == 2 else given
+        sides = prepared[shape]
         jobs = []
         for side, entries in enumerate(sides):
             for entry in entries:
