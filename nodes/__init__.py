@@ -22,6 +22,7 @@ from .kolors.sampler import KolorsSampler
 from .kolors.text_encode import KolorsTextEncode
 from .sd.loaders import (CheckpointLoader, CheckpointLoaderSimple, CLIPSetLastLayer, LoraLoader,
                          LoraLoaderModelOnly)
+from .sd.part_loaders import CLIPLoader, DualCLIPLoader, UNETLoader
 from .sd.text import CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
 
 ALL_NODES = [
@@ -39,4 +40,5 @@ ALL_NODES = [
     ThresholdMask, MaskComposite, FeatherMask, GrowMask, LoraLoader, LoraLoaderModelOnly,
     KSamplerSelect, BasicScheduler, KarrasScheduler, ExponentialScheduler, SDTurboScheduler, SplitSigmas,
     RandomNoise, DisableNoise, CFGGuider, BasicGuider, SamplerCustom, SamplerCustomAdvanced,
+    UNETLoader, CLIPLoader, DualCLIPLoader,
 ]

@@ -57,7 +57,6 @@ def test_lora_changes_the_image_and_the_cached_models_come_back_bit_exact(sessio
 
 
 def test_every_layer_of_the_tiny_loras_finds_its_weight(session, tiny_models):
-    from nodes.sd.families import CLIP_L_SD1
     from nodes.sd.models import TextEncoders
 
     from .test_sd_models import _handle
@@ -65,8 +64,8 @@ def test_every_layer_of_the_tiny_loras_finds_its_weight(session, tiny_models):
     for checkpoint, lora in [("tiny_sd15", "tiny_sd15_kohya"), ("tiny_sdxl", "tiny_sdxl_lycoris")]:
         unet = _handle(tiny_models / "checkpoints" / f"{checkpoint}.safetensors").load()
         keys = set(unet_key_map(unet))
-        clip = TextEncoders(str(tiny_models / "checkpoints" / f"{checkpoint}.safetensors"), "sd1", "cpu")
-        keys |= set(clip_key_map(clip.tower(CLIP_L_SD1).load(), "l", "sd1")) if checkpoint == "tiny_sd15" else set()
+        clip = TextEncoders.of_checkpoint(str(tiny_models / "checkpoints" / f"{checkpoint}.safetensors"), "sd1", "cpu")
+        keys |= set(clip_key_map(clip.towers[0].load(), "l", "sd1")) if checkpoint == "tiny_sd15" else set()
         adapters = read_adapters(str(tiny_models / "loras" / f"{lora}.safetensors"))
         assert set(adapters) <= keys, sorted(set(adapters) - keys)[:3]
 
@@ -116,7 +115,6 @@ def test_peft_unet_names_are_skipped_as_comfyui_skips_them(tiny_models, tmp_path
 
 def test_embedding_vectors_stand_in_for_tokens(session, tiny_models, caplog):
     from nodes.sd.clip_text import EOS, Embeddings, encode_rows, pack_rows, tokenize
-    from nodes.sd.families import CLIP_L_SD1
     from nodes.sd.models import TextEncoders
 
     embeddings = Embeddings([tiny_models / "embeddings"]).for_tower("l", 64)
@@ -128,7 +126,7 @@ def test_embedding_vectors_stand_in_for_tokens(session, tiny_models, caplog):
     with caplog.at_level(logging.WARNING):
         missing = tokenize("a cat embedding:nope", embeddings)
     assert "nope does not exist" in caplog.text and all(t.vector is None for g in missing for t in g)
-    model = TextEncoders(str(tiny_models / "checkpoints" / "tiny_sd15.safetensors"), "sd1", "cpu").tower(CLIP_L_SD1).load()
+    model = TextEncoders.of_checkpoint(str(tiny_models / "checkpoints" / "tiny_sd15.safetensors"), "sd1", "cpu").towers[0].load()
     with_embedding, _ = encode_rows(model, pack_rows(groups, EOS), layer=None, final_norm_on_hidden=True,
                                     projected_pool=False, pad_token=EOS)
     plain, _ = encode_rows(model, pack_rows(tokenize("a cat, in snow"), EOS), layer=None, final_norm_on_hidden=True,

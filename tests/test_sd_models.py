@@ -11,7 +11,6 @@ from nodes.core.ldm_keys import hf_clip_to_open_clip, to_ldm, unet_ldm_names
 from nodes.core.state_files import CheckpointFile
 from nodes.sd.checkpoint import detect
 from nodes.sd.clip_text import BOS, EOS, encode_rows, pack_rows, tokenize
-from nodes.sd.families import CLIP_G_SDXL
 from nodes.sd.models import DiffusionModel, TextEncoders, _open_clip_to_hf
 from nodes.sd.prompt_weights import weighted_segments
 from nodes.sd.tiny import CLIP_G, SD15_UNET, SDXL_UNET
@@ -100,10 +99,9 @@ def test_rows_hold_75_tokens_and_short_pieces_move_whole_to_the_next_row():
 
 
 def test_weights_lerp_from_the_empty_prompt_encoding(tiny_models):
-    from nodes.sd.families import CLIP_L_SD1
 
-    clip = TextEncoders(str(tiny_models / "checkpoints" / "tiny_sd15.safetensors"), "sd1", "cpu")
-    model = clip.tower(CLIP_L_SD1).load()
+    clip = TextEncoders.of_checkpoint(str(tiny_models / "checkpoints" / "tiny_sd15.safetensors"), "sd1", "cpu")
+    model = clip.towers[0].load()
     kwargs = dict(layer=None, final_norm_on_hidden=True, projected_pool=False, pad_token=EOS)
     plain, _ = encode_rows(model, pack_rows(tokenize("a red cat"), EOS), **kwargs)
     weighted, _ = encode_rows(model, pack_rows(tokenize("a (red:1.5) cat"), EOS), **kwargs)
@@ -116,8 +114,8 @@ def test_weights_lerp_from_the_empty_prompt_encoding(tiny_models):
 
 
 def test_sdxl_reads_the_penultimate_layer_without_the_final_norm(tiny_models):
-    clip = TextEncoders(str(tiny_models / "checkpoints" / "tiny_sdxl.safetensors"), "sdxl", "cpu")
-    model = clip.tower(CLIP_G_SDXL).load()
+    clip = TextEncoders.of_checkpoint(str(tiny_models / "checkpoints" / "tiny_sdxl.safetensors"), "sdxl", "cpu")
+    model = clip.towers[1].load()
     rows = pack_rows(tokenize("a red cat"), 0)
     hidden, pooled = encode_rows(model, rows, layer=-2, final_norm_on_hidden=False, projected_pool=True, pad_token=0)
     ids = torch.tensor([[t.id for t in rows[0]]])
@@ -144,11 +142,10 @@ def _graph(checkpoint: str, sampler: str, scheduler: str, cfg: float, *, width=6
 
 def _pipeline_parts(path, family_name):
     from nodes.core.vae import VAE
-    from nodes.sd.families import BY_NAME
 
     unet = _handle(path).load()
-    clip = TextEncoders(str(path), family_name, "cpu")
-    towers = [clip.tower(spec).load() for spec in BY_NAME[family_name].encoders]
+    clip = TextEncoders.of_checkpoint(str(path), family_name, "cpu")
+    towers = [tower.load() for tower in clip.towers]
     vae = VAE(str(path), "cpu", "first_stage_model.").load()
     return unet, towers, vae
 
@@ -205,3 +202,35 @@ def test_ksampler_txt2img_matches_the_diffusers_pipeline_on_the_same_weights(fam
                  height=64, width=64, latents=noise, output_type="np").images[0]
     theirs = np.clip(255.0 * image, 0, 255).astype(int)  # ComfyUI truncates when saving
     assert np.abs(ours - theirs).max() <= 1
+
+
+def test_separate_part_files_give_the_checkpoints_image(tiny_models, tmp_path):
+    """UNETLoader + DualCLIPLoader (files in either order) + VAELoader on the SDXL checkpoint's
+    parts sample exactly what CheckpointLoaderSimple does; CLIPLoader picks CLIP-L for SD1.x."""
+    import numpy as np
+
+    whole = _run_graph_image(tiny_models, tmp_path / "a", _graph("tiny_sdxl.safetensors", "euler", "normal", 5.0))
+    parts = _graph("tiny_sdxl.safetensors", "euler", "normal", 5.0)
+    parts["4"] = {"class_type": "UNETLoader", "inputs": {"unet_name": "tiny_sdxl_unet.safetensors", "weight_dtype": "default"}}
+    parts["1"] = {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "tiny_clip_g.safetensors",
+                                                             "clip_name2": "tiny_clip_l.safetensors", "type": "sdxl"}}
+    parts["2"] = {"class_type": "VAELoader", "inputs": {"vae_name": "tiny_sdxl_vae.safetensors"}}
+    parts["6"]["inputs"]["clip"] = parts["7"]["inputs"]["clip"] = ["1", 0]
+    parts["8"]["inputs"]["vae"] = ["2", 0]
+    assert np.array_equal(_run_graph_image(tiny_models, tmp_path / "b", parts), whole)
+    fp8 = json.loads(json.dumps(parts))
+    fp8["4"]["inputs"]["weight_dtype"] = "fp8_e4m3fn"
+    assert not np.array_equal(_run_graph_image(tiny_models, tmp_path / "c", fp8), whole)
+
+
+def test_clip_loader_types(tiny_models):
+    from engine import ModelLoadError
+    from nodes.sd.families import CLIP_G_REFINER, CLIP_L_SD1
+    from nodes.sd.part_loaders import text_tower
+
+    folder = tiny_models / "text_encoders"
+    role = {"l": CLIP_L_SD1, "g": CLIP_G_REFINER}
+    assert text_tower(folder / "tiny_clip_l.safetensors", "cpu", role).spec.name == "l"
+    assert text_tower(folder / "tiny_clip_g.safetensors", "cpu", role).spec.name == "g"
+    with pytest.raises(ModelLoadError, match="CLIP-G"):
+        text_tower(folder / "tiny_clip_g.safetensors", "cpu", {"l": CLIP_L_SD1})

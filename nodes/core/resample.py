@@ -81,8 +81,6 @@ def _bilinear_pairs(old: int, new: int, device):
 
 def bislerp(samples, width: int, height: int):
     """Separable slerp of the channel vectors: along the width, then along the height."""
-    import torch
-
     dtype = samples.dtype
     samples = samples.float()
     n, c, h, w = samples.shape

@@ -48,7 +48,7 @@ class Adapter:
 
     parts: dict[str, Any] = field(default_factory=dict)
 
-    def delta(self, shape) -> "torch.Tensor":  # noqa: F821
+    def delta(self, shape):
         """ΔW in float32 (strength not applied), shaped like the weight."""
         import torch
 

@@ -41,6 +41,7 @@ class DiffusionModel(EdgeValue):
     device: str
     zero_terminal_snr: bool = False
     loras: tuple[LoraPatch, ...] = ()
+    weight_dtype: str = "default"  # UNETLoader's fp8 choices store the weights in that format
 
     @property
     def family(self) -> Family:
@@ -48,7 +49,7 @@ class DiffusionModel(EdgeValue):
 
     @property
     def cache_key(self):
-        return ("sd-unet", self.path, self.unet_prefix, self.device)
+        return ("sd-unet", self.path, self.unet_prefix, self.device, self.weight_dtype)
 
     def estimated_bytes(self) -> int:
         return Path(self.path).stat().st_size * 2
@@ -78,32 +79,47 @@ class DiffusionModel(EdgeValue):
         except (RuntimeError, KeyError, ValueError) as exc:
             raise ModelLoadError(f"{Path(self.path).name}: the UNet does not fit its detected "
                                  f"{self.family_name} layout: {str(exc)[:400]}") from exc
+        if self.weight_dtype != "default":
+            _round_through(unet, self.weight_dtype)
         return unet.to(self.device, compute_dtype(self.device)).eval()
+
+
+def _round_through(module, weight_dtype: str) -> None:
+    """fp8 weight storage, as ComfyUI's weight_dtype does: each weight rounded to the 8-bit
+    format and computed upcast, so the numbers are the fp8 ones even where fp8 kernels are not."""
+    import torch
+
+    storage = torch.float8_e5m2 if weight_dtype == "fp8_e5m2" else torch.float8_e4m3fn
+    with torch.no_grad():
+        for param in module.parameters():
+            param.copy_(param.to(storage).to(param.dtype))
 
 
 @dataclass(frozen=True)
 class TextEncoders(EdgeValue):
-    """ComfyUI's CLIP: the text towers of a checkpoint, which layer to read, and LoRAs."""
+    """ComfyUI's CLIP: the family's text towers (from a checkpoint or separate files), which
+    layer to read, and LoRAs."""
 
     comfy_type = "CLIP"
-    path: str
     family_name: str
-    device: str
+    towers: tuple["TextTower", ...]  # in the family's order (SDXL: CLIP-L, then bigG)
     layer: int | None = None  # CLIPSetLastLayer; None: the family's default
     loras: tuple[LoraPatch, ...] = ()
     embeddings_dirs: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def of_checkpoint(cls, path: str, family_name: str, device: str, **kwargs) -> "TextEncoders":
+        towers = tuple(TextTower(str(path), spec, device) for spec in BY_NAME[family_name].encoders)
+        return cls(family_name, towers, **kwargs)
 
     @property
     def family(self) -> Family:
         return BY_NAME[self.family_name]
 
-    def tower(self, spec: TextEncoderSpec) -> "TextTower":
-        return TextTower(self.path, spec, self.device)
-
 
 @dataclass(frozen=True)
 class TextTower(EdgeValue):
-    """One CLIP text model of a checkpoint, as a loadable handle."""
+    """One CLIP text model in a file (a checkpoint's, or a text-encoder file), as a handle."""
 
     path: str
     spec: TextEncoderSpec
@@ -125,7 +141,8 @@ class TextTower(EdgeValue):
         if self.spec.open_clip:
             state = _open_clip_to_hf(state)
         else:
-            state = {(k if k.startswith("text_model.") else "text_model." + k): v for k, v in state.items()}
+            state = {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v
+                     for k, v in state.items()}
             state.pop("text_model.embeddings.position_ids", None)
         hidden = state["text_model.embeddings.token_embedding.weight"].shape[1]
         layers = len({k.split(".")[3] for k in state if k.startswith("text_model.encoder.layers.")})
@@ -134,7 +151,7 @@ class TextTower(EdgeValue):
             intermediate_size=state["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
             num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
             max_position_embeddings=state["text_model.embeddings.position_embedding.weight"].shape[0],
-            hidden_act="gelu" if self.spec.open_clip else "quick_gelu",
+            hidden_act="quick_gelu" if self.spec.name == "l" else "gelu",  # OpenAI's CLIP-L; OpenCLIP's H and bigG
             projection_dim=state["text_projection.weight"].shape[0] if "text_projection.weight" in state else hidden,
             bos_token_id=49406, eos_token_id=49407, pad_token_id=self.spec.pad_token)
         model_class = CLIPTextModelWithProjection if self.spec.projected_pool else CLIPTextModel

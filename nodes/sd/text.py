@@ -26,13 +26,15 @@ def encode(ctx, clip: TextEncoders, texts: dict[str, str]):
 
     embeddings = Embeddings(clip.embeddings_dirs)
     packed, models = {}, {}
-    for spec in clip.family.encoders:
-        models[spec.name] = model = ctx.models.get(clip.tower(spec))
+    for tower in clip.towers:
+        spec = tower.spec
+        models[spec.name] = model = ctx.models.get(tower)
         groups = tokenize(texts[spec.name], embeddings.for_tower(spec.name, model.config.hidden_size))
         packed[spec.name] = pack_rows(groups, spec.pad_token)
     longest = max(len(rows) for rows in packed.values())
     hidden, pooled = [], None
-    for spec in clip.family.encoders:
+    for tower in clip.towers:
+        spec = tower.spec
         rows = packed[spec.name]
         # towers given different texts may need different row counts: pad with empty prompts
         rows = rows + [pack_rows([], spec.pad_token)[0]] * (longest - len(rows))
@@ -42,7 +44,7 @@ def encode(ctx, clip: TextEncoders, texts: dict[str, str]):
             layer = None  # beyond the first layer: ComfyUI falls back to the last one
         changes = matched(clip_key_map(model, spec.name, clip.family_name), clip.loras,
                           lambda patch: patch.strength) if clip.loras else []
-        with ctx.models.modifying(clip.tower(spec)) as change, patched(model, changes, change):
+        with ctx.models.modifying(tower) as change, patched(model, changes, change):
             tokens, pooled = encode_rows(model, rows, layer=layer, final_norm_on_hidden=spec.final_norm_on_hidden,
                                          projected_pool=spec.projected_pool, pad_token=spec.pad_token)
         hidden.append(tokens)
@@ -61,7 +63,7 @@ class CLIPTextEncode(Node):
     clip: TextEncoders = Link()
 
     def execute(self, ctx) -> ConditioningOut:
-        names = {spec.name: self.text for spec in self.clip.family.encoders}
+        names = {tower.spec.name: self.text for tower in self.clip.towers}
         tokens, pooled = encode(ctx, self.clip, names)
         return ConditioningOut(Conditioning((CondEntry(tokens, pooled),)))
 

@@ -136,6 +136,7 @@ def make_tiny_checkpoints(models: Path, seed: int = 0) -> None:
     write_sd15(checkpoints / "tiny_sd15.safetensors", seed)
     write_sdxl(checkpoints / "tiny_sdxl.safetensors", seed)
     write_sdxl_refiner(checkpoints / "tiny_sdxl_refiner.safetensors", seed)
+    write_sdxl_parts(checkpoints / "tiny_sdxl.safetensors", models)
     write_tiny_loras(models, seed)
     write_tiny_embeddings(models, seed)
 
@@ -209,3 +210,19 @@ def write_tiny_embeddings(models: Path, seed: int = 0) -> None:
     _save(folder / "tiny_sdxl_style.safetensors",
           {"clip_l": torch.randn((3, CLIP_L["hidden_size"]), generator=generator),
            "clip_g": torch.randn((3, CLIP_G["hidden_size"]), generator=generator)})
+
+
+def write_sdxl_parts(checkpoint: Path, models: Path) -> None:
+    """The SDXL checkpoint's parts as separate files, as they are shared for UNETLoader,
+    DualCLIPLoader and VAELoader: a bare LDM UNet, CLIP-L and bigG in transformers' names (bigG
+    with its projection), and the VAE in LDM names."""
+    from ..core.state_files import CheckpointFile
+    from .models import _open_clip_to_hf
+
+    file = CheckpointFile(checkpoint)
+    models = Path(models)
+    _save(models / "diffusion_models" / "tiny_sdxl_unet.safetensors", file.tensors("model.diffusion_model."))
+    _save(models / "text_encoders" / "tiny_clip_l.safetensors", file.tensors("conditioner.embedders.0.transformer."))
+    _save(models / "text_encoders" / "tiny_clip_g.safetensors",
+          _open_clip_to_hf(file.tensors("conditioner.embedders.1.model.")))
+    _save(models / "vae" / "tiny_sdxl_vae.safetensors", file.tensors("first_stage_model."))

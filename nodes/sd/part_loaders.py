@@ -1,0 +1,172 @@
+"""UNETLoader, CLIPLoader and DualCLIPLoader: a checkpoint's parts from separate files.
+
+A bare UNet tells its family by its shapes alone (ComfyUI's rules: an ADM input of pooled + 6×256
+is SDXL, pooled + 5×256 the refiner; without one, conv projections are SD1.x and linear ones
+SD2.x). A text-encoder file tells its tower by depth (12 layers CLIP-L, 24 CLIP-H, 32 bigG) or,
+for small test models, by whether it has a text projection.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Literal
+
+from engine import ModelLoadError, Node, Widget
+
+from ..core.state_files import CheckpointFile
+from ..core.vae import model_files
+from .families import (CLIP_G_REFINER, CLIP_G_SDXL, CLIP_H_SD2, CLIP_L_SD1, CLIP_L_SDXL, SD1, SD2, SDXL, SDXL_REFINER,
+                       Family, TextEncoderSpec)
+from .loaders import CHECKPOINT_EXTENSIONS, ClipOut, ModelOut
+from .models import DiffusionModel, TextEncoders, TextTower
+
+UNET_FOLDERS = ("diffusion_models", "unet")
+TEXT_ENCODER_FOLDERS = ("text_encoders", "clip")
+WEIGHT_DTYPES = ("default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2")
+CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
+              "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image")
+DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image")
+
+
+def _files_in(folders):
+    def choices(vctx) -> list[str]:
+        return sorted({name for folder in folders for name in model_files(vctx.settings, folder, CHECKPOINT_EXTENSIONS)})
+    return choices
+
+
+def _find(settings, folders, name: str, what: str):
+    for folder in folders:
+        try:
+            return settings.model_file(folder, name, what)
+        except FileNotFoundError:
+            continue
+    raise ModelLoadError(f"{what} {name!r}: no such file in {' or '.join(str(settings.models_dir / f) for f in folders)}")
+
+
+def _fingerprint(folders, *inputs):
+    def fingerprint(cls, constants, settings):
+        return [settings.file_sha256(_find(settings, folders, constants[i], i)) for i in inputs]
+    return classmethod(fingerprint)
+
+
+def _unet_family(config: dict) -> Family:
+    adm, context = config.get("projection_class_embeddings_input_dim"), config["cross_attention_dim"]
+    if adm is not None:
+        return SDXL_REFINER if adm - 5 * 256 == context else SDXL
+    return SD2 if config["use_linear_projection"] else SD1
+
+
+def unet_handle(path, device: str, weight_dtype: str = "default") -> DiffusionModel:
+    from .checkpoint import unet_config, unet_prefix
+
+    file = CheckpointFile(path)
+    if "conv_in.weight" in file.shapes and "input_blocks.0.0.weight" not in file.shapes:
+        raise ModelLoadError(f"{path.name}: a diffusers-format UNet; run-graph reads single-file (LDM) UNets "
+                             "and checkpoints so far")
+    prefix = "" if "input_blocks.0.0.weight" in file.shapes else unet_prefix(file.shapes)
+    provisional = unet_config(file.shapes, prefix, SD2)  # head layout aside, the shapes say the family
+    family = _unet_family(provisional)
+    config = unet_config(file.shapes, prefix, family)
+    return DiffusionModel(str(path), family.name, prefix, json.dumps(config, sort_keys=True),
+                          family.prediction(file, prefix), device, "ztsnr" in file.shapes, weight_dtype=weight_dtype)
+
+
+class UNETLoader(Node):
+    """A diffusion model (UNet) file from `<models>/diffusion_models` (or the older `unet`)."""
+
+    class_type = "UNETLoader"
+    display_name = "Load Diffusion Model"
+    category = "advanced/loaders"
+    loads_models = True
+
+    unet_name: str = Widget(choices=_files_in(UNET_FOLDERS))
+    weight_dtype: Literal[WEIGHT_DTYPES] = Widget("default")  # type: ignore[valid-type]
+
+    fingerprint = _fingerprint(UNET_FOLDERS, "unet_name")
+
+    def execute(self, ctx) -> ModelOut:
+        path = _find(ctx.settings, UNET_FOLDERS, self.unet_name, "unet_name")
+        return ModelOut(unet_handle(path, ctx.device, self.weight_dtype))
+
+
+def text_tower(path, device: str, role: dict[str, TextEncoderSpec]) -> TextTower:
+    """The tower a text-encoder file holds, with `role[kind]`'s use of it (kind: l, h or g)."""
+    file = CheckpointFile(path)
+    names = file.shapes
+    open_clip = any(k.startswith("transformer.resblocks.") or ".transformer.resblocks." in k for k in names)
+    marker = "transformer.resblocks." if open_clip else "encoder.layers."
+    prefix = next((k[:k.index("token_embedding.weight") - (0 if open_clip else len("embeddings."))]
+                   for k in names if k.endswith("token_embedding.weight")), None)
+    if prefix is None:
+        raise ModelLoadError(f"{path.name} is not a CLIP text encoder (no token_embedding weight)")
+    if not open_clip and prefix.endswith("text_model."):
+        prefix = prefix[:-len("text_model.")]
+    layers = len({k.split(marker)[1].split(".")[0] for k in names if marker in k})
+    projected = any(k.endswith("text_projection") or k.endswith("text_projection.weight") for k in names)
+    kind = "g" if layers >= 31 else "h" if layers >= 23 else "l" if layers >= 12 else "g" if projected else "l"
+    if kind not in role:
+        raise ModelLoadError(f"{path.name} holds a CLIP-{kind.upper()} text encoder, which this loader type "
+                             f"does not use here (expected {' or '.join('CLIP-' + k.upper() for k in role)})")
+    spec = dataclasses.replace(role[kind], prefix=prefix, open_clip=open_clip)
+    return TextTower(str(path), spec, device)
+
+
+def _type_problem(supported: tuple[str, ...]):
+    def check(value, vctx) -> str | None:
+        if value not in supported:
+            return f"type {value!r} needs a model family run-graph does not have yet; supported: {', '.join(supported)}"
+        return None
+    return check
+
+
+def _embeddings(ctx) -> tuple[str, ...]:
+    return (str(ctx.settings.models_dir / "embeddings"),)
+
+
+class CLIPLoader(Node):
+    """A text encoder file; `stable_diffusion` takes CLIP-L (SD1.x), CLIP-H (SD2.x) or bigG (refiner)."""
+
+    class_type = "CLIPLoader"
+    display_name = "Load CLIP"
+    category = "advanced/loaders"
+    loads_models = True
+
+    clip_name: str = Widget(choices=_files_in(TEXT_ENCODER_FOLDERS))
+    type: Literal[CLIP_TYPES] = Widget("stable_diffusion", check=_type_problem(("stable_diffusion",)))  # type: ignore[valid-type]
+    device: Literal["default", "cpu"] = Widget("default", optional=True)
+
+    fingerprint = _fingerprint(TEXT_ENCODER_FOLDERS, "clip_name")
+
+    def execute(self, ctx) -> ClipOut:
+        device = "cpu" if self.device == "cpu" else ctx.device
+        tower = text_tower(_find(ctx.settings, TEXT_ENCODER_FOLDERS, self.clip_name, "clip_name"), device,
+                           {"l": CLIP_L_SD1, "h": CLIP_H_SD2, "g": CLIP_G_REFINER})
+        family = {"l": SD1, "h": SD2, "g": SDXL_REFINER}[tower.spec.name]
+        return ClipOut(TextEncoders(family.name, (tower,), embeddings_dirs=_embeddings(ctx)))
+
+
+class DualCLIPLoader(Node):
+    """Two text encoder files; `sdxl` takes CLIP-L and bigG, in either order."""
+
+    class_type = "DualCLIPLoader"
+    display_name = "DualCLIPLoader"
+    category = "advanced/loaders"
+    loads_models = True
+
+    clip_name1: str = Widget(choices=_files_in(TEXT_ENCODER_FOLDERS))
+    clip_name2: str = Widget(choices=_files_in(TEXT_ENCODER_FOLDERS))
+    type: Literal[DUAL_CLIP_TYPES] = Widget("sdxl", check=_type_problem(("sdxl",)))  # type: ignore[valid-type]
+    device: Literal["default", "cpu"] = Widget("default", optional=True)
+
+    fingerprint = _fingerprint(TEXT_ENCODER_FOLDERS, "clip_name1", "clip_name2")
+
+    def execute(self, ctx) -> ClipOut:
+        device = "cpu" if self.device == "cpu" else ctx.device
+        role = {"l": CLIP_L_SDXL, "g": CLIP_G_SDXL}
+        towers = [text_tower(_find(ctx.settings, TEXT_ENCODER_FOLDERS, name, f"clip_name{i}"), device, role)
+                  for i, name in ((1, self.clip_name1), (2, self.clip_name2))]
+        if {t.spec.name for t in towers} != {"l", "g"}:
+            raise ModelLoadError("sdxl needs one CLIP-L and one CLIP-G file; got "
+                                 + " and ".join("CLIP-" + t.spec.name.upper() for t in towers))
+        towers.sort(key=lambda t: t.spec.name != "l")  # CLIP-L first, as SDXL concatenates them
+        return ClipOut(TextEncoders(SDXL.name, tuple(towers), embeddings_dirs=_embeddings(ctx)))
