@@ -82,7 +82,8 @@ def test_sampler_matches_k_diffusion(name, scheduler):
     assert torch.allclose(ours, expected, atol=1e-5, rtol=1e-5), (ours - expected).abs().max()
 
 
-CONVERGENCE_ORDER = {"euler": 1, "ddim": 1, "heun": 2, "dpm_2": 2, "lms": 2, "dpmpp_2m": 2, "ipndm": 2}
+CONVERGENCE_ORDER = {"euler": 1, "ddim": 1, "heun": 2, "dpm_2": 2, "lms": 2, "dpmpp_2m": 2, "ipndm": 2,
+                     "uni_pc": 3, "uni_pc_bh2": 3}
 
 
 @pytest.mark.parametrize("name", sorted(CONVERGENCE_ORDER))
@@ -94,11 +95,13 @@ def test_deterministic_samplers_converge_to_the_exact_ode_solution_at_their_orde
     x_start = torch.randn([1, 4, 8, 8], generator=torch.Generator().manual_seed(0)) * MS.sigma_max
     exact = MU + (x_start - MU) * SPREAD / (SPREAD ** 2 + MS.sigma_max ** 2) ** 0.5
     errors = []
-    for steps in (20, 40):
+    order = CONVERGENCE_ORDER[name]
+    # third order reaches float32's floor by 40 steps: measure it earlier
+    for steps in ((10, 20) if order == 3 else (20, 40)):
         sigmas = schedule(MS, "karras", steps)
         out = SAMPLERS[name](gaussian_denoiser, x_start.clone(), sigmas, SamplingContext(seed=0))
         errors.append(float((out - exact).abs().max()))
-    assert errors[0] / errors[1] > (1.8 if CONVERGENCE_ORDER[name] == 1 else 4.0), errors
+    assert errors[0] / errors[1] > {1: 1.8, 2: 4.0, 3: 8.0}[order], errors
 
 
 def test_lcm_is_denoise_then_renoise_with_the_step_noise():
@@ -144,7 +147,7 @@ def test_ddpm_matches_diffusers_ddpm_posterior_steps():
 
 def test_every_sampler_name_is_listed_and_either_runs_or_is_refused_by_name():
     assert len(SAMPLER_NAMES) == 42 and set(SAMPLERS) == IMPLEMENTED <= set(SAMPLER_NAMES)
-    assert sampler_problem("euler") is None and "uni_pc" in sampler_problem("uni_pc")
+    assert sampler_problem("euler") is None and "deis" in sampler_problem("deis")
     sigmas = schedule(MS, "karras", 4)
     x = torch.randn([1, 4, 4, 4], generator=torch.Generator().manual_seed(1)) * sigmas[0]
     ctx = SamplingContext(seed=0, noise_scaling=lambda s, n, lat: MS.noise_scaling(float(s), n, lat))

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from .unipc import uni_pc
 from .noise import BrownianTreeNoiseSampler, NoiseSampler, device_noise_sampler
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, σ per image) -> x0 estimate
@@ -350,4 +351,6 @@ SAMPLERS: dict[str, Callable] = {
     "lcm": lcm,
     "ddpm": ddpm,
     "ipndm": ipndm,
+    "uni_pc": uni_pc,
+    "uni_pc_bh2": _sde(uni_pc, variant="bh2"),
 }
