@@ -83,7 +83,8 @@ def test_sampler_matches_k_diffusion(name, scheduler):
 
 
 CONVERGENCE_ORDER = {"euler": 1, "ddim": 1, "heun": 2, "dpm_2": 2, "lms": 2, "dpmpp_2m": 2, "ipndm": 2,
-                     "uni_pc": 3, "uni_pc_bh2": 3}
+                     "uni_pc": 3, "uni_pc_bh2": 3, "res_multistep": 2,
+                     "heunpp2": 1}  # its slope weights depend on σ_0, which leaves it first order
 
 
 @pytest.mark.parametrize("name", sorted(CONVERGENCE_ORDER))
@@ -150,10 +151,30 @@ def test_every_sampler_name_is_listed_and_either_runs_or_is_refused_by_name():
     assert sampler_problem("euler") is None and "deis" in sampler_problem("deis")
     sigmas = schedule(MS, "karras", 4)
     x = torch.randn([1, 4, 4, 4], generator=torch.Generator().manual_seed(1)) * sigmas[0]
-    ctx = SamplingContext(seed=0, noise_scaling=lambda s, n, lat: MS.noise_scaling(float(s), n, lat))
+    last = {}
+
+    def recording(x, sigma):
+        last["x0"] = toy_denoiser(x, sigma)
+        return last["x0"]
+
+    ctx = SamplingContext(seed=0, noise_scaling=lambda s, n, lat: MS.noise_scaling(float(s), n, lat),
+                          uncond=lambda: last["x0"])
     for name, fn in SAMPLERS.items():
-        out = fn(toy_denoiser, x.clone(), sigmas, ctx)
+        out = fn(recording, x.clone(), sigmas, ctx)
         assert out.shape == x.shape and torch.isfinite(out).all(), name
+
+
+def test_euler_cfg_pp_is_euler_when_the_unconditional_prediction_is_the_guided_one():
+    sigmas = schedule(MS, "normal", 8)
+    x = torch.randn([1, 4, 4, 4], generator=torch.Generator().manual_seed(2)) * sigmas[0]
+    last = {}
+
+    def recording(x, sigma):
+        last["x0"] = toy_denoiser(x, sigma)
+        return last["x0"]
+
+    ours = SAMPLERS["euler_cfg_pp"](recording, x.clone(), sigmas, SamplingContext(seed=0, uncond=lambda: last["x0"]))
+    assert torch.allclose(ours, SAMPLERS["euler"](toy_denoiser, x.clone(), sigmas, SamplingContext(seed=0)), atol=1e-5)
 
 
 SIGMAS_10 = {  # the reference's values for SD1.5/SDXL, 10 steps

@@ -138,11 +138,26 @@ def _with_same_areas(sides: list[list[CondEntry]], height: int, width: int) -> l
     return resolved
 
 
+class Guided:
+    """The denoiser samplers call: x0 estimate for x at σ, with CFG over both sides. The last
+    unconditional estimate stays readable (`uncond`) for CFG++ samplers."""
+
+    def __init__(self, denoise, keep):
+        self._denoise, self._keep = denoise, keep
+
+    def __call__(self, x, sigma):
+        return self._denoise(x, sigma)
+
+    def uncond(self) -> torch.Tensor:
+        return self._keep["uncond"]
+
+
 def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: list[CondEntry], cfg: float,
-                 ms: DiscreteSampling):
-    """The denoiser samplers call: x0 estimate for x at σ, with CFG over both sides."""
-    given = [positive] if math.isclose(cfg, 1.0) else [positive, negative]
+                 ms: DiscreteSampling, always_uncond: bool = False) -> Guided:
+    """CFG over both sides; with cfg ≈ 1 the negative is skipped unless `always_uncond`."""
+    given = [positive] if math.isclose(cfg, 1.0) and not always_uncond else [positive, negative]
     prepared: dict[tuple, list[list[CondEntry]]] = {}
+    keep: dict[str, torch.Tensor] = {}
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape[-2:])
@@ -170,6 +185,7 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
         results = [total / count for total, count in zip(totals, counts)]
         if len(results) == 1:
             return results[0]
+        keep["uncond"] = results[1]
         return results[1] + (results[0] - results[1]) * cfg
 
-    return denoise
+    return Guided(denoise, keep)

@@ -12,6 +12,7 @@ import torch
 from .conditioning import CondEntry
 from .guidance import cfg_denoiser
 from .model_sampling import DiscreteSampling
+from .names import NEEDS_UNCOND
 from .noise import initial_noise
 from .samplers import SAMPLERS, SamplingContext
 from .schedules import ksampler_sigmas, truncate
@@ -77,9 +78,13 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         return ms.denoised(sigma_part, output.float(), x_part)
 
     negative = [entry.replace(prompt_type="negative") for entry in negative]
-    denoise = cfg_denoiser(raw, positive, negative, cfg, ms)
+    guided = cfg_denoiser(raw, positive, negative, cfg, ms, always_uncond=sampler_name in NEEDS_UNCOND)
+    denoise = guided
     if noise_mask is not None:
-        denoise = _inpainting(denoise, noise_mask, noise, scaled, ms)
+        # ddim holds the masked-out area to fresh CPU noise drawn from seed + 1, as ComfyUI does
+        held = noise if sampler_name != "ddim" else \
+            initial_noise(noise.shape, seed + 1).to(noise.device)
+        denoise = _inpainting(denoise, noise_mask, held, scaled, ms)
     # the x0 estimate of each step's first evaluation, as ComfyUI's preview callback sees it
     step_estimates: list[torch.Tensor] = []
     last = {}
@@ -95,7 +100,7 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         step_estimates.clear()
         on_step(done, total)
 
-    ctx = SamplingContext(seed=seed, on_step=stepped,
+    ctx = SamplingContext(seed=seed, on_step=stepped, uncond=guided.uncond,
                           noise_scaling=lambda sigma, n, lat: ms.noise_scaling(float(sigma), n, lat))
     with torch.inference_mode():
         x = SAMPLERS[sampler_name](recording, x, sigmas, ctx)

@@ -24,6 +24,8 @@ class SamplingContext:
     noise_scaling: Callable | None = None
     # A test or a custom noise node may supply its own source.
     noise_sampler: NoiseSampler | None = None
+    # CFG++ samplers read the unconditional x0 estimate of the last denoiser call
+    uncond: Callable[[], torch.Tensor] | None = None
 
     def step_noise(self, x: torch.Tensor) -> NoiseSampler:
         return self.noise_sampler or device_noise_sampler(x, self.seed)
@@ -326,6 +328,74 @@ def ipndm(denoise: Denoiser, x, sigmas, ctx: SamplingContext, max_order: int = 4
     return x
 
 
+def heunpp2(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
+    """Heun++: Euler at the last step, Heun before it, and a three-point weighted slope (weights
+    σ_{i+1}/3σ_0 and σ_{i+2}/3σ_0) everywhere else."""
+    end = sigmas[-1]
+    for i in range(len(sigmas) - 1):
+        sigma = sigmas[i]
+        d = _to_d(x, sigma, denoise(x, _batch(x, sigma)))
+        dt = sigmas[i + 1] - sigma
+        if sigmas[i + 1] == end:
+            x = x + d * dt
+        elif sigmas[i + 2] == end:
+            x_2 = x + d * dt
+            d_2 = _to_d(x_2, sigmas[i + 1], denoise(x_2, _batch(x, sigmas[i + 1])))
+            w2 = sigmas[i + 1] / (2 * sigmas[0])
+            x = x + (d * (1 - w2) + d_2 * w2) * dt
+        else:
+            x_2 = x + d * dt
+            d_2 = _to_d(x_2, sigmas[i + 1], denoise(x_2, _batch(x, sigmas[i + 1])))
+            x_3 = x_2 + d_2 * (sigmas[i + 2] - sigmas[i + 1])
+            d_3 = _to_d(x_3, sigmas[i + 2], denoise(x_3, _batch(x, sigmas[i + 2])))
+            w2, w3 = sigmas[i + 1] / (3 * sigmas[0]), sigmas[i + 2] / (3 * sigmas[0])
+            x = x + (d * (1 - w2 - w3) + d_2 * w2 + d_3 * w3) * dt
+        ctx.on_step(i + 1, len(sigmas) - 1)
+    return x
+
+
+def res_multistep(denoise: Denoiser, x, sigmas, ctx: SamplingContext, eta: float = 0.0, s_noise: float = 1.0):
+    """RES second-order multistep (Zhang et al. 2023) in λ = −ln σ; Euler for the first step and
+    when the step ends at σ↓ = 0. `eta` > 0 is the ancestral variant."""
+    noise = ctx.step_noise(x) if eta else None
+    old_denoised = old_sigma_down = None
+
+    def phi1(t):
+        return torch.expm1(t) / t
+
+    def phi2(t):
+        return (phi1(t) - 1.0) / t
+
+    for i in range(len(sigmas) - 1):
+        denoised = denoise(x, _batch(x, sigmas[i]))
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
+        if sigma_down == 0 or old_denoised is None:
+            x = x + _to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+        else:
+            t, t_old, t_next, t_prev = _t(sigmas[i]), _t(old_sigma_down), _t(sigma_down), _t(sigmas[i - 1])
+            h = t_next - t
+            c2 = (t_prev - t_old) / h
+            b1 = torch.nan_to_num(phi1(-h) - phi2(-h) / c2, nan=0.0)
+            b2 = torch.nan_to_num(phi2(-h) / c2, nan=0.0)
+            x = _sigma(h) * x + h * (b1 * denoised + b2 * old_denoised)
+        if eta and sigmas[i + 1] > 0:
+            x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+        old_denoised, old_sigma_down = denoised, sigma_down
+        ctx.on_step(i + 1, len(sigmas) - 1)
+    return x
+
+
+def euler_cfg_pp(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
+    """CFG++ Euler: the step direction comes from the unconditional prediction, the landing point
+    from the guided one (x = D + d_uncond·σ')."""
+    for i in range(len(sigmas) - 1):
+        denoised = denoise(x, _batch(x, sigmas[i]))
+        d = _to_d(x, sigmas[i], ctx.uncond())
+        x = denoised + d * sigmas[i + 1]
+        ctx.on_step(i + 1, len(sigmas) - 1)
+    return x
+
+
 def _sde(fn, **fixed):
     return lambda denoise, x, sigmas, ctx: fn(denoise, x, sigmas, ctx, **fixed)
 
@@ -351,6 +421,10 @@ SAMPLERS: dict[str, Callable] = {
     "lcm": lcm,
     "ddpm": ddpm,
     "ipndm": ipndm,
+    "heunpp2": heunpp2,
+    "res_multistep": res_multistep,
+    "res_multistep_ancestral": _sde(res_multistep, eta=1.0),
+    "euler_cfg_pp": euler_cfg_pp,
     "uni_pc": uni_pc,
     "uni_pc_bh2": _sde(uni_pc, variant="bh2"),
 }
