@@ -234,3 +234,59 @@ def test_clip_loader_types(tiny_models):
     assert text_tower(folder / "tiny_clip_g.safetensors", "cpu", role).spec.name == "g"
     with pytest.raises(ModelLoadError, match="CLIP-G"):
         text_tower(folder / "tiny_clip_g.safetensors", "cpu", {"l": CLIP_L_SD1})
+
+
+def test_sd2_v_prediction_and_openclip_h_match_diffusers(tiny_models, tmp_path):
+    """SD2-v: the v parameterisation and CLIP-H's penultimate layer (with the final norm), which
+    diffusers' SD2 gets by shipping the text encoder one layer short."""
+    import copy
+
+    import numpy as np
+    from diffusers import StableDiffusionPipeline
+
+    from nodes.sampling.noise import initial_noise
+    from nodes.sd.clip_text import clip_tokenizer
+    from nodes.sd.tiny import write_sd2
+
+    path = tiny_models / "checkpoints" / "tiny_sd2_v.safetensors"
+    info = detect(CheckpointFile(path))
+    assert (info.family.name, info.prediction) == ("sd2", "v")
+    eps = detect(CheckpointFile(write_sd2(tmp_path / "sd2_eps.safetensors", v_prediction=False)))
+    assert eps.prediction == "eps"
+    ours = _run_graph_image(tiny_models, tmp_path, _graph(path.name, "dpmpp_2m", "karras", 7.0))
+    unet, towers, vae = _pipeline_parts(path, "sd2")
+    short = copy.deepcopy(towers[0])
+    short.encoder.layers = short.encoder.layers[:-1]
+    short.config.num_hidden_layers -= 1
+    tokenizer = copy.deepcopy(clip_tokenizer())
+    tokenizer.pad_token = "!"  # OpenCLIP pads with 0
+    scheduler = _dpmpp_2m_karras()
+    scheduler.register_to_config(prediction_type="v_prediction")
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=short, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    vae.config.scaling_factor = 0.18215
+    image = pipe("a photo of a red cat", negative_prompt="blurry", num_inference_steps=6, guidance_scale=7.0,
+                 height=64, width=64, latents=initial_noise([1, 4, 8, 8], 42), output_type="np").images[0]
+    assert np.abs(ours - np.clip(255.0 * image, 0, 255).astype(int)).max() <= 1
+
+
+def test_float8_checkpoints_upcast_exactly_and_pickles_load_without_running_code(tiny_models, tmp_path):
+    from safetensors.torch import save_file
+
+    from engine import ModelLoadError
+
+    source = CheckpointFile(tiny_models / "checkpoints" / "tiny_sd15.safetensors").tensors("")
+    mixed = {k: (v.to(torch.float8_e4m3fn) if k.startswith("model.diffusion_model.") and v.ndim >= 2 else v)
+             for k, v in source.items()}
+    save_file(mixed, str(tmp_path / "fp8.safetensors"))
+    unet = _handle(tmp_path / "fp8.safetensors").load()
+    reference = _handle(tiny_models / "checkpoints" / "tiny_sd15.safetensors").load()
+    conv_in = mixed["model.diffusion_model.input_blocks.0.0.weight"].float()
+    assert torch.equal(unet.conv_in.weight, conv_in)
+    assert torch.equal(unet.conv_in.bias, reference.conv_in.bias)  # fp16 biases as stored
+    torch.save({"state_dict": source, "global_step": 1}, tmp_path / "model.ckpt")
+    from_pickle = _handle(tmp_path / "model.ckpt").load()
+    assert all(torch.equal(a, b) for a, b in zip(from_pickle.state_dict().values(), reference.state_dict().values()))
+    torch.save({"state_dict": source, "callback": print}, tmp_path / "evil.ckpt")
+    with pytest.raises(ModelLoadError, match="not a plain tensor file"):
+        CheckpointFile(tmp_path / "evil.ckpt")

@@ -31,6 +31,14 @@ SDXL_UNET = {"sample_size": 8, "block_out_channels": [64, 128], "layers_per_bloc
              "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
              "projection_class_embeddings_input_dim": 128 + 6 * 256}
 
+# SD2's depth (4 levels × 2 blocks) so output_blocks.11 exists: ComfyUI tells v-prediction from
+# the spread of that block's norm1 bias
+SD2_UNET = {"sample_size": 8, "block_out_channels": [32, 32, 64, 64], "layers_per_block": 2,
+            "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+            "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, "cross_attention_dim": 64,
+            "attention_head_dim": [1, 1, 1, 1], "use_linear_projection": True}
+CLIP_H = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 1,
+          "hidden_act": "gelu", "projection_dim": 64, "pad_token_id": 0}
 REFINER_UNET = {"sample_size": 8, "block_out_channels": [64, 128], "layers_per_block": 1,
                 "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
                 "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "cross_attention_dim": 128,
@@ -131,11 +139,26 @@ def write_sdxl_refiner(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def write_sd2(path: Path, seed: int = 0, v_prediction: bool = True) -> Path:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed + 5)
+    unet = _unet(SD2_UNET, generator)
+    bias = "output_blocks.11.1.transformer_blocks.0.norm1.bias"
+    unet[bias] = torch.randn(unet[bias].shape, generator=generator) * (0.2 if v_prediction else 0.01)
+    state = _prefixed("model.diffusion_model.", unet)
+    state |= _prefixed("cond_stage_model.model.", hf_clip_to_open_clip(_clip(CLIP_H, generator, projected=True)))
+    state |= _prefixed("first_stage_model.", _vae(generator))
+    _save(path, state)
+    return path
+
+
 def make_tiny_checkpoints(models: Path, seed: int = 0) -> None:
     checkpoints = Path(models) / "checkpoints"
     write_sd15(checkpoints / "tiny_sd15.safetensors", seed)
     write_sdxl(checkpoints / "tiny_sdxl.safetensors", seed)
     write_sdxl_refiner(checkpoints / "tiny_sdxl_refiner.safetensors", seed)
+    write_sd2(checkpoints / "tiny_sd2_v.safetensors", seed)
     write_sdxl_parts(checkpoints / "tiny_sdxl.safetensors", models)
     write_tiny_loras(models, seed)
     write_tiny_embeddings(models, seed)
