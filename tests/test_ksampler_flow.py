@@ -124,3 +124,22 @@ def test_an_area_entry_gets_a_negative_counterpart_with_the_same_area():
     no_copy_when_present = run(positive=(entry(1.0), entry(5.0, **area)),
                                negative=(entry(-1.0), entry(-3.0, area=(4, 4, 0, 0))))
     assert not torch.allclose(no_copy_when_present, implicit, atol=1e-3)
+
+
+def test_a_mask_entry_weights_by_the_mask_and_mask_bounds_crops_the_model_input():
+    shapes = []
+
+    class Spy(ToyModel):
+        def predict(self, x_in, timesteps, entries, size):
+            shapes.append(tuple(x_in.shape[-2:]))
+            return super().predict(x_in, timesteps, entries, size)
+
+    mask = torch.zeros([1, 16, 16])
+    mask[:, 2:12, 3:13] = 1.0
+    base = run(latent=torch.zeros([1, 4, 16, 16]), positive=(entry(1.0),))
+    masked = run(Spy(), latent=torch.zeros([1, 4, 16, 16]), positive=(entry(1.0), entry(5.0, mask=mask)))
+    changed = (masked - base).abs().amax(dim=(0, 1)) > 1e-6
+    assert changed[2:12, 3:13].all() and not changed[12:, :].any() and not changed[:, :3].any()
+    shapes.clear()
+    run(Spy(), latent=torch.zeros([1, 4, 16, 16]), positive=(entry(1.0), entry(5.0, mask=mask, set_area_to_bounds=True)))
+    assert (10, 10) in shapes and (16, 16) in shapes

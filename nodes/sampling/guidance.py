@@ -41,12 +41,14 @@ def _area_of(entry: CondEntry, height: int, width: int) -> tuple[int, int, int, 
 
 
 def _mask_bounds(mask: torch.Tensor) -> tuple[int, int, int, int]:
+    """The mask's bounding box as (h, w, y, x), at least 8×8 (ComfyUI's `mask bounds`); an
+    empty mask gets the smallest area, where it changes nothing anyway."""
     rows = torch.nonzero(mask.amax(dim=-1) > 0).flatten()
     cols = torch.nonzero(mask.amax(dim=-2) > 0).flatten()
     if len(rows) == 0:
-        return mask.shape[-2], mask.shape[-1], 0, 0
+        return 8, 8, 0, 0
     y0, y1, x0, x1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-    return y1 - y0 + 1, x1 - x0 + 1, y0, x0
+    return max(8, y1 - y0 + 1), max(8, x1 - x0 + 1), y0, x0
 
 
 def _weights(entry: CondEntry, x: torch.Tensor) -> tuple[tuple[int, int, int, int], torch.Tensor]:
@@ -56,7 +58,11 @@ def _weights(entry: CondEntry, x: torch.Tensor) -> tuple[tuple[int, int, int, in
         mask = torch.nn.functional.interpolate(mask, size=(height, width), mode="bilinear").to(x.device)
         if mask.shape[0] < batch:
             mask = mask.repeat(math.ceil(batch / mask.shape[0]), 1, 1, 1)[:batch]
-        area = _mask_bounds(mask[:, 0].amax(dim=0)) if entry.set_area_to_bounds else _area_of(entry, height, width)
+        if entry.set_area_to_bounds:
+            h, w, y, x0 = _mask_bounds(mask[:, 0].abs().amax(dim=0))
+            area = (min(h, height - y), min(w, width - x0), y, x0)
+        else:
+            area = _area_of(entry, height, width)
         h, w, y, x0 = area
         return area, mask[:, :, y:y + h, x0:x0 + w] * entry.mask_strength * entry.strength
     area = _area_of(entry, height, width)
