@@ -29,6 +29,17 @@ def gaussian_denoiser(x, sigma):
     return MU + SPREAD ** 2 / (SPREAD ** 2 + s ** 2) * (x - MU)
 
 
+def recording_denoiser():
+    """The toy denoiser, keeping its last estimate: what a CFG++ sampler reads as unconditional."""
+    last = {}
+
+    def recording(x, sigma):
+        last["x0"] = toy_denoiser(x, sigma)
+        return last["x0"]
+
+    return recording, last
+
+
 class ReplayNoise:
     """The same sequence of unit draws for both implementations."""
 
@@ -151,12 +162,7 @@ def test_every_sampler_name_is_listed_and_either_runs_or_is_refused_by_name():
     assert sampler_problem("euler") is None and "deis" in sampler_problem("deis")
     sigmas = schedule(MS, "karras", 4)
     x = torch.randn([1, 4, 4, 4], generator=torch.Generator().manual_seed(1)) * sigmas[0]
-    last = {}
-
-    def recording(x, sigma):
-        last["x0"] = toy_denoiser(x, sigma)
-        return last["x0"]
-
+    recording, last = recording_denoiser()
     ctx = SamplingContext(seed=0, noise_scaling=lambda s, n, lat: MS.noise_scaling(float(s), n, lat),
                           uncond=lambda: last["x0"])
     for name, fn in SAMPLERS.items():
@@ -167,11 +173,7 @@ def test_every_sampler_name_is_listed_and_either_runs_or_is_refused_by_name():
 def test_euler_cfg_pp_is_euler_when_the_unconditional_prediction_is_the_guided_one():
     sigmas = schedule(MS, "normal", 8)
     x = torch.randn([1, 4, 4, 4], generator=torch.Generator().manual_seed(2)) * sigmas[0]
-    last = {}
-
-    def recording(x, sigma):
-        last["x0"] = toy_denoiser(x, sigma)
-        return last["x0"]
+    recording, last = recording_denoiser()
 
     ours = SAMPLERS["euler_cfg_pp"](recording, x.clone(), sigmas, SamplingContext(seed=0, uncond=lambda: last["x0"]))
     assert torch.allclose(ours, SAMPLERS["euler"](toy_denoiser, x.clone(), sigmas, SamplingContext(seed=0)), atol=1e-5)

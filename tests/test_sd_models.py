@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from nodes.core.ldm_keys import hf_clip_to_open_clip, to_ldm, unet_ldm_names
+from nodes.core.ldm_keys import hf_clip_to_open_clip, open_clip_to_hf_clip, to_ldm, unet_ldm_names
 from nodes.core.state_files import CheckpointFile
 from nodes.sd.checkpoint import detect
 from nodes.sd.clip_text import BOS, EOS, encode_rows, pack_rows, tokenize
-from nodes.sd.models import DiffusionModel, TextEncoders, _open_clip_to_hf
+from nodes.sd.models import DiffusionModel, TextEncoders
 from nodes.sd.prompt_weights import weighted_segments
 from nodes.sd.tiny import CLIP_G, SD15_UNET, SDXL_UNET
 
@@ -53,7 +53,7 @@ def test_open_clip_names_convert_as_diffusers_converts_them():
     stored = {"conditioner.embedders.1.model." + k: v for k, v in hf_clip_to_open_clip(hf).items()}
     model = CLIPTextModelWithProjection(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, **CLIP_G))
     expected = convert_open_clip_checkpoint(model, stored, prefix="conditioner.embedders.1.model.")
-    ours = _open_clip_to_hf({k.removeprefix("conditioner.embedders.1.model."): v for k, v in stored.items()})
+    ours = open_clip_to_hf_clip({k.removeprefix("conditioner.embedders.1.model."): v for k, v in stored.items()})
     expected.pop("text_model.embeddings.position_ids", None)
     assert ours.keys() == expected.keys()
     assert all(torch.equal(ours[k], expected[k]) for k in ours)

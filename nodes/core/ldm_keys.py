@@ -89,24 +89,45 @@ def diffusers_vae_to_ldm(state: dict) -> dict:
     return out
 
 
+# transformers CLIP names -> OpenCLIP names, per encoder layer and for the rest of the tower
+_OPEN_CLIP_LAYER = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+                    "self_attn.out_proj": "attn.out_proj"}
+_OPEN_CLIP_TOWER = {"text_model.embeddings.token_embedding.weight": "token_embedding.weight",
+                    "text_model.embeddings.position_embedding.weight": "positional_embedding",
+                    "text_model.final_layer_norm.weight": "ln_final.weight",
+                    "text_model.final_layer_norm.bias": "ln_final.bias"}
+
+
 def hf_clip_to_open_clip(state: dict) -> dict:
     """transformers CLIPTextModel(WithProjection) weights -> OpenCLIP text-tower names, as SD2 and
     SDXL checkpoints store them (q/k/v fused into `in_proj`, `text_projection` as a matrix)."""
     import torch
 
-    out = {"token_embedding.weight": state["text_model.embeddings.token_embedding.weight"],
-           "positional_embedding": state["text_model.embeddings.position_embedding.weight"],
-           "ln_final.weight": state["text_model.final_layer_norm.weight"],
-           "ln_final.bias": state["text_model.final_layer_norm.bias"]}
+    out = {theirs: state[ours] for ours, theirs in _OPEN_CLIP_TOWER.items()}
     if "text_projection.weight" in state:
         out["text_projection"] = state["text_projection.weight"].T.contiguous()
     layers = {int(k.split(".")[3]) for k in state if k.startswith("text_model.encoder.layers.")}
-    parts = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
-             "self_attn.out_proj": "attn.out_proj"}
     for n in range(len(layers)):
         hf, oc = f"text_model.encoder.layers.{n}.", f"transformer.resblocks.{n}."
         for kind in ("weight", "bias"):
             out[f"{oc}attn.in_proj_{kind}"] = torch.cat([state[f"{hf}self_attn.{p}_proj.{kind}"] for p in "qkv"])
-            for ours, theirs in parts.items():
+            for ours, theirs in _OPEN_CLIP_LAYER.items():
                 out[f"{oc}{theirs}.{kind}"] = state[f"{hf}{ours}.{kind}"]
+    return out
+
+
+def open_clip_to_hf_clip(state: dict) -> dict:
+    """The other way: OpenCLIP text-tower weights (a checkpoint's SD2/SDXL towers) -> the names
+    transformers' CLIPTextModelWithProjection loads."""
+    out = {ours: state[theirs] for ours, theirs in _OPEN_CLIP_TOWER.items()}
+    if "text_projection" in state:
+        out["text_projection.weight"] = state["text_projection"].T.contiguous()
+    layers = {int(k.split(".")[2]) for k in state if k.startswith("transformer.resblocks.")}
+    for n in layers:
+        oc, hf = f"transformer.resblocks.{n}.", f"text_model.encoder.layers.{n}."
+        for kind in ("weight", "bias"):
+            for name, chunk in zip("qkv", state[f"{oc}attn.in_proj_{kind}"].chunk(3)):
+                out[f"{hf}self_attn.{name}_proj.{kind}"] = chunk
+            for ours, theirs in _OPEN_CLIP_LAYER.items():
+                out[f"{hf}{ours}.{kind}"] = state[f"{oc}{theirs}.{kind}"]
     return out

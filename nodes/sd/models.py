@@ -135,11 +135,12 @@ class TextTower(EdgeValue):
     def load(self) -> Any:
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+        from ..core.ldm_keys import open_clip_to_hf_clip
         from .checkpoint import CheckpointFile
 
         state = CheckpointFile(self.path).tensors(self.spec.prefix)
         if self.spec.open_clip:
-            state = _open_clip_to_hf(state)
+            state = open_clip_to_hf_clip(state)
         else:
             state = {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v
                      for k, v in state.items()}
@@ -166,26 +167,6 @@ class TextTower(EdgeValue):
                                  f"load: {str(exc)[:400]}") from exc
         # ComfyUI computes text encoders in float32 even when their weights are stored in fp16
         return model.to(self.device).float().eval()
-
-
-def _open_clip_to_hf(state: dict) -> dict:
-    out = {"text_model.embeddings.token_embedding.weight": state["token_embedding.weight"],
-           "text_model.embeddings.position_embedding.weight": state["positional_embedding"],
-           "text_model.final_layer_norm.weight": state["ln_final.weight"],
-           "text_model.final_layer_norm.bias": state["ln_final.bias"]}
-    if "text_projection" in state:
-        out["text_projection.weight"] = state["text_projection"].T.contiguous()
-    parts = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
-             "attn.out_proj": "self_attn.out_proj"}
-    layers = {int(k.split(".")[2]) for k in state if k.startswith("transformer.resblocks.")}
-    for n in layers:
-        oc, hf = f"transformer.resblocks.{n}.", f"text_model.encoder.layers.{n}."
-        for kind in ("weight", "bias"):
-            for name, chunk in zip("qkv", state[f"{oc}attn.in_proj_{kind}"].chunk(3)):
-                out[f"{hf}self_attn.{name}_proj.{kind}"] = chunk
-            for theirs, ours in parts.items():
-                out[f"{hf}{ours}.{kind}"] = state[f"{oc}{theirs}.{kind}"]
-    return out
 
 
 def sampling_model(handle: DiffusionModel, unet):

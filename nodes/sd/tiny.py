@@ -240,12 +240,12 @@ def write_sdxl_parts(checkpoint: Path, models: Path) -> None:
     DualCLIPLoader and VAELoader: a bare LDM UNet, CLIP-L and bigG in transformers' names (bigG
     with its projection), and the VAE in LDM names."""
     from ..core.state_files import CheckpointFile
-    from .models import _open_clip_to_hf
+    from ..core.ldm_keys import open_clip_to_hf_clip
 
     file = CheckpointFile(checkpoint)
     models = Path(models)
     _save(models / "diffusion_models" / "tiny_sdxl_unet.safetensors", file.tensors("model.diffusion_model."))
     _save(models / "text_encoders" / "tiny_clip_l.safetensors", file.tensors("conditioner.embedders.0.transformer."))
     _save(models / "text_encoders" / "tiny_clip_g.safetensors",
-          _open_clip_to_hf(file.tensors("conditioner.embedders.1.model.")))
+          open_clip_to_hf_clip(file.tensors("conditioner.embedders.1.model.")))
     _save(models / "vae" / "tiny_sdxl_vae.safetensors", file.tensors("first_stage_model."))
