@@ -244,3 +244,13 @@ def test_max_denoise_start_noise_is_sqrt_one_plus_sigma_squared():
         pytest.approx((1 + MS.sigma_max ** 2) ** 0.5)
     assert MS.is_max_denoise(float(schedule(MS, "karras", 5)[0]))
     assert not MS.is_max_denoise(float(ksampler_sigmas(MS, "euler", "normal", 10, 0.5)[0]))
+
+
+@pytest.mark.parametrize("name", ["er_sde", "dpmpp_sde", "dpmpp_2m_sde", "res_multistep_ancestral"])
+def test_sde_samplers_draw_from_the_data_distribution(name):
+    """Started from the noised marginal of Gaussian data N(μ, s²), a consistent reverse-SDE solver
+    ends with samples of that mean and spread; a wrong noise scale or drift shows at once."""
+    sigmas = schedule(MS, "karras", 30)
+    x = torch.randn([1, 4, 64, 64], generator=torch.Generator().manual_seed(0)) * (MS.sigma_max ** 2 + SPREAD ** 2) ** 0.5 + MU
+    out = SAMPLERS[name](gaussian_denoiser, x, sigmas, SamplingContext(seed=3))
+    assert abs(float(out.mean()) - MU) < 0.02 and abs(float(out.std()) - SPREAD) < 0.03, (out.mean(), out.std())

@@ -56,6 +56,10 @@ def test_template_validates_with_only_missing_models_and_runs_on_tiny_checkpoint
         session.execute(workflow)
     errors = failed.value.errors
     assert errors and all(e.input in MODEL_INPUTS and "not among the choices" in e.message for e in errors), errors
+    # a checkpoint of the SD families is run on a tiny one of the same family; other families
+    # (UNet and text-encoder files of models run-graph does not have) are only validated
+    if any(e.node_type not in ("CheckpointLoaderSimple", "CheckpointLoader") for e in errors):
+        return  # a template of another family (its own UNet and text encoder files): validated only
     for error in errors:  # install a tiny checkpoint of the right family under the asked-for name
         wanted = str(error.message).split("'")[1]
         source = "tiny_sdxl_refiner" if "refiner" in wanted else "tiny_sd15" if "v1-5" in wanted else "tiny_sdxl"

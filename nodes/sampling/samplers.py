@@ -396,6 +396,46 @@ def euler_cfg_pp(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
     return x
 
 
+def er_sde(denoise: Denoiser, x, sigmas, ctx: SamplingContext, s_noise: float = 1.0, max_stage: int = 3):
+    """Extended reverse-time SDE solver (Cui et al. 2023, VE ER-SDE-Solver-3) for VE models, where
+    λ = σ: up to third-order terms from earlier estimates, integrals by 200-point sums, noise
+    scaled by f(λ) = λ(e^{λ^0.3} + 10)."""
+    noise = ctx.step_noise(x)
+
+    def scaler(lam):
+        return lam * (lam ** 0.3).exp() + 10.0 * lam
+
+    points = torch.arange(0, 200.0, dtype=torch.float32, device=x.device)
+    old_denoised = old_slope = None
+    for i in range(len(sigmas) - 1):
+        denoised = denoise(x, _batch(x, sigmas[i]))
+        stage = min(max_stage, i + 1)
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            lam_s, lam_t = sigmas[i], sigmas[i + 1]
+            r = scaler(lam_t) / scaler(lam_s)
+            x = r * x + (1 - r) * denoised
+            if stage >= 2:
+                dt = lam_t - lam_s
+                step = -dt / 200.0
+                positions = lam_t + points * step
+                scaled = scaler(positions)
+                slope = (denoised - old_denoised) / (lam_s - sigmas[i - 1])
+                x = x + (dt + torch.sum(1 / scaled) * step * scaler(lam_t)) * slope
+                if stage >= 3:
+                    curvature = (slope - old_slope) / ((lam_s - sigmas[i - 2]) / 2)
+                    s_u = torch.sum((positions - lam_s) / scaled) * step
+                    x = x + (dt ** 2 / 2 + s_u * scaler(lam_t)) * curvature
+                old_slope = slope
+            if s_noise > 0:
+                spread = (lam_t ** 2 - lam_s ** 2 * r ** 2).sqrt().nan_to_num(nan=0.0)
+                x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * spread
+        old_denoised = denoised
+        ctx.on_step(i + 1, len(sigmas) - 1)
+    return x
+
+
 def _sde(fn, **fixed):
     return lambda denoise, x, sigmas, ctx: fn(denoise, x, sigmas, ctx, **fixed)
 
@@ -425,6 +465,7 @@ SAMPLERS: dict[str, Callable] = {
     "res_multistep": res_multistep,
     "res_multistep_ancestral": _sde(res_multistep, eta=1.0),
     "euler_cfg_pp": euler_cfg_pp,
+    "er_sde": er_sde,
     "uni_pc": uni_pc,
     "uni_pc_bh2": _sde(uni_pc, variant="bh2"),
 }
