@@ -63,6 +63,10 @@ class OutputCache:
         self._remember(signature, CacheHit(entry.output, entry.records, entry.bytes))
         return CacheHit(entry.output, entry.records, entry.bytes, "disk")
 
+    def holds(self, signature: str) -> bool:
+        """In memory now (no disk read, no recency change): ComfyUI's sense of "cached"."""
+        return signature in self._entries
+
     def store(self, signature: str, output: Any, records: dict | None = None) -> int:
         """Keep `output`; returns the bytes written to disk (0: memory only)."""
         written = self.disk.put(signature, output, records) if self.disk else 0
@@ -105,6 +109,9 @@ class NullCache:
 
     def lookup(self, signature: str) -> None:
         return None
+
+    def holds(self, signature: str) -> bool:
+        return False
 
     def store(self, signature: str, output: Any, records: dict | None = None) -> int:
         return 0

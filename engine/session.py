@@ -116,8 +116,11 @@ class Session:
                       self.on_event, cancel, files=result.files, stamps=result.stamps, metadata=result.metadata,
                       provenance=provenance(checked.graph, self.registry, plan))
         result.provenance = run.provenance
-        self.on_event("run_start", {"source": label, "nodes": len(plan.order),
-                                    "cached": [n for n in plan.order if n in plan.cached]})
+        # "cached" as ComfyUI's execution_cached means it: every node of the prompt whose output
+        # is at hand, also those upstream of a cached node that the plan never needs to visit
+        at_hand = [n for n in sorted(plan.signatures, key=natural_key)
+                   if n in plan.cached or self.cache.holds(plan.signatures[n])]
+        self.on_event("run_start", {"source": label, "nodes": len(plan.order), "cached": at_hand})
         try:
             run_plan(plan, checked.graph, self.registry, self.cache, self.models, run,
                      result.outputs, result.nodes)

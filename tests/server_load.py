@@ -3,8 +3,14 @@ benchmarks/server_load.py, which prints the latency figures."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import statistics
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 
 from .sd_graphs import sd15_txt2img
 
@@ -53,3 +59,26 @@ def run_load(url: str, clients: int = 10, prompts: int = 5, timeout: float = 300
             "p50": statistics.median(ordered), "p99": ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
 
 
+
+
+def serve_process(models: Path, out: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`run-graph serve` on a free loopback port in a child process, once it answers."""
+    if port is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main(sys.argv[1:]))",
+               "serve", "--port", str(port), "--models-dir", str(models), "--output-dir", str(out),
+               "--input-dir", str(out.parent / "in"), "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/queue", timeout=5):
+                return process, url
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the server did not come up: " + process.stderr.read().decode()[-2000:])

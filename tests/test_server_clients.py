@@ -3,11 +3,7 @@ ComfyUI's own websocket example script, ten concurrent clients, and a SIGKILL mi
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -24,7 +20,7 @@ from engine.atomic import TEMP_PREFIX  # noqa: E402
 from engine.server.app import WORKER  # noqa: E402
 
 from .sd_graphs import sd15_txt2img  # noqa: E402
-from .server_load import run_load  # noqa: E402
+from .server_load import run_load, serve_process  # noqa: E402
 from .test_server import Running  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,33 +105,10 @@ def test_ten_clients_fifty_prompts_each_get_one_history_entry_and_their_files(sd
     print(f"POST /prompt while jobs run: p50 {1000 * result['p50']:.1f} ms, p99 {1000 * result['p99']:.1f} ms")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _serve(port: int, models: Path, out: Path) -> subprocess.Popen:
-    command = [sys.executable, "-c", "import sys; from engine.cli import main; sys.exit(main(sys.argv[1:]))",
-               "serve", "--port", str(port), "--models-dir", str(models), "--output-dir", str(out),
-               "--input-dir", str(out.parent / "in"), "--device", "cpu"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            _get(f"http://127.0.0.1:{port}", "/queue")
-            return process
-        except OSError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the server did not come up: " + process.stderr.read().decode()[-2000:])
-
-
 def test_sigkill_with_prompts_pending_then_restart_runs_them_all(tiny_models, tmp_path):
-    port, out = _free_port(), tmp_path / "out"
-    url = f"http://127.0.0.1:{port}"
-    server = _serve(port, tiny_models, out)
+    out = tmp_path / "out"
+    server, url = serve_process(tiny_models, out)
+    port = int(url.rsplit(":", 1)[1])
     try:
         ids = [_post(url, "/prompt", {"prompt": sd15_txt2img(seed=s, steps=12, size=128, prefix="killed")})["prompt_id"]
                for s in range(4)]
@@ -144,7 +117,7 @@ def test_sigkill_with_prompts_pending_then_restart_runs_them_all(tiny_models, tm
             time.sleep(0.05)
         server.send_signal(signal.SIGKILL)  # one done, one running, two pending
         server.wait(30)
-        server = _serve(port, tiny_models, out)
+        server, _ = serve_process(tiny_models, out, port)
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             history = json.loads(_get(url, "/history"))

@@ -45,6 +45,22 @@ def serve(argv: Sequence[str]) -> int:
                         allow_absolute_model_paths=args.allow_absolute_model_paths, **optional)
     state = (args.state_dir or args.output_dir) / "run-graph-server.sqlite"
     app = create_app(Session(default_registry(), settings), state, token=args.auth_token)
+    _keep_the_loop_responsive()
     log.info("run-graph serve: http://%s:%d (queue and history in %s)", args.host, args.port, state)
     web.run_app(app, host=args.host, port=args.port, print=None)
     return 0
+
+
+def _keep_the_loop_responsive() -> None:
+    """This process serves requests while its worker thread runs jobs: the GIL changes hands
+    every millisecond (not 5), and one core stays out of torch's thread pool, so a POST answers
+    in milliseconds instead of waiting on a busy sampler."""
+    import os
+    import sys
+
+    sys.setswitchinterval(0.001)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
