@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+import networkx as nx
+
 from .batch import MANIFEST_NAME, JobResult, Manifest, output_folder_lock, plan_jobs, run_jobs
 from .cache import NullCache, OutputCache
 from .context import RunInfo
@@ -181,6 +183,23 @@ class Session:
             return RunResult(label, "invalid", errors=_errors_of(exc, label))
         return RunResult(label, "invalid" if errors else "ok", errors=[e.in_file(label) for e in errors],
                          warnings=[w.in_file(label) for w in checked.warnings])
+
+    def check_outputs(self, source: str | Path | dict | Graph,
+                      targets: Iterable[str] | None = None) -> tuple[list[str], list[NodeError]]:
+        """ComfyUI's validation of a queued prompt: the output nodes (among `targets`, when given)
+        whose whole upstream is valid, and the errors that stand in the way of the requested
+        outputs. Problems in nodes no requested output needs are not reported, as in ComfyUI."""
+        checked, errors = self._check(source, None)
+        digraph = checked.graph.digraph()
+        outputs = [n for n in checked.graph.nodes if (spec := self.registry.spec(checked.graph.nodes[n].class_type))
+                   and spec.is_output_node]
+        requested = outputs if targets is None else [t for t in outputs if t in set(targets)]
+        needed = set(requested).union(*(nx.ancestors(digraph, o) for o in requested if o in digraph))
+        relevant = [e for e in errors if e.node_id is None and e.kind != "prompt_no_outputs" or e.node_id in needed]
+        if not requested:
+            relevant.append(NodeError("the prompt has no output node to run among those requested",
+                                      kind="prompt_no_outputs"))
+        return [o for o in checked.outputs if o in requested], relevant
 
     def _check(self, source, overrides) -> tuple[Any, list[NodeError]]:
         graph = self.load(source).copy()

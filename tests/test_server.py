@@ -182,3 +182,25 @@ def test_queue_and_history_can_be_cleared_and_pruned_over_http(server):
     assert asyncio.run(post("/queue", {"delete": ["p-2"]})) == 200
     assert [t[1] for t in store.tasks("pending")] == ["p-1", "p-3"]
     assert asyncio.run(post("/queue", {"clear": True})) == 200 and store.remaining() == 0
+
+
+def test_a_prompt_with_one_broken_output_runs_the_other_and_reports_the_broken_one(server):
+    """ComfyUI validates per output: the valid outputs run, the others come back in node_errors;
+    partial_execution_targets limits both to the outputs asked for."""
+    prompt = txt2img(steps=1)
+    prompt["90"] = {"class_type": "PreviewImage", "inputs": {"images": ["91", 0]}}
+    prompt["91"] = {"class_type": "VAEDecode", "inputs": {"samples": ["nope", 0], "vae": ["10", 0]}}
+
+    async def post(body) -> tuple[int, dict]:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{server.url}/prompt", json=body) as answer:
+                return answer.status, await answer.json()
+
+    status, answer = asyncio.run(post({"prompt": prompt}))
+    assert status == 200 and set(answer["node_errors"]) == {"91"}
+    status, answer = asyncio.run(post({"prompt": prompt, "partial_execution_targets": ["3"]}))
+    assert status == 200 and answer["node_errors"] == {}
+    status, answer = asyncio.run(post({"prompt": prompt, "partial_execution_targets": ["90"]}))
+    assert status == 400 and set(answer["node_errors"]) == {"91"}
+    prompt_id, messages = asyncio.run(_queue_and_listen(server.url, prompt))
+    assert [m["type"] for m in messages][-4:] == ["executed", "execution_success", "status", "executing"]

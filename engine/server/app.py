@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 
 from ..atomic import atomic_write
+from ..errors import EngineError, NodeError
 from ..settings import UnsafePathError, package_version
 from .store import TaskStore
 from .worker import PromptWorker
@@ -129,11 +130,17 @@ class Routes:
         if not isinstance(prompt, dict):
             return web.json_response({"error": {"type": "no_prompt", "message": "No prompt provided", "details": "",
                                                 "extra_info": {}}, "node_errors": {}}, status=400)
+        targets = [str(t) for t in body["partial_execution_targets"]] \
+            if isinstance(body.get("partial_execution_targets"), list) else None
         # Inline: validation takes a millisecond or two, less than handing it to a thread and back
         # while the worker thread holds the GIL.
-        checked = self.session.validate(prompt)
-        if checked.status != "ok":
-            return web.json_response(comfy_errors(checked.errors, prompt), status=400)
+        try:
+            good, errors = self.session.check_outputs(prompt, targets)
+        except EngineError as exc:  # unreadable as a prompt at all
+            return web.json_response(comfy_errors(getattr(exc, "errors", None) or
+                                                  [NodeError(str(exc), kind="invalid_prompt")], prompt), status=400)
+        if not good:
+            return web.json_response(comfy_errors(errors, prompt), status=400)
         number = float(body["number"]) if "number" in body else self.store.next_number()
         if body.get("front"):
             number = -number
@@ -141,10 +148,11 @@ class Routes:
         extra = dict(body.get("extra_data") or {})
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
-        targets = [str(t) for t in body.get("partial_execution_targets") or []]
-        self.store.enqueue(prompt_id, number, prompt, extra, targets)
+        # As ComfyUI: the valid outputs run; the others are reported and left out
+        self.store.enqueue(prompt_id, number, prompt, extra, good)
         self.hub.send("status", self.worker.status(), None)
-        return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": {}})
+        return web.json_response({"prompt_id": prompt_id, "number": number,
+                                  "node_errors": comfy_errors(errors, prompt)["node_errors"]})
 
     async def get_queue(self, request: web.Request) -> web.Response:
         return web.json_response({"queue_running": self.store.tasks("running"),

@@ -93,12 +93,17 @@ class PromptWorker(threading.Thread):
                                   "output": ui[data["node_id"]]})
 
         self.session.on_event = on_event
-        result = self.session.execute(prompt, outputs=outputs or None, raise_on_error=False)
+        result = self.session.execute(prompt, outputs=outputs or None, allow_partial=bool(outputs),
+                                      raise_on_error=False)
         for node_id, output in result.outputs.items():  # cached output nodes show their files too
             if isinstance(output, SavedFiles) and node_id not in ui and output.files:
                 ui[node_id] = self._images(output.files)
                 emit("executed", {"node": node_id, "display_node": node_id, "output": ui[node_id]})
-        if result.status == "ok":
+        # Validation problems elsewhere in the prompt were reported when it was queued; what
+        # counts here is that every output it was queued for ran.
+        ran = result.status == "ok" or (result.status == "invalid" and outputs
+                                        and all(o in result.outputs for o in outputs))
+        if ran:
             emit("execution_success", {"timestamp": _now_ms()}, in_history=True)
             status = "success"
         elif any(e.kind == "cancelled" for e in result.errors):
