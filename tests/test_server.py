@@ -22,13 +22,13 @@ from .kolors_graphs import txt2img  # noqa: E402
 class Running:
     """A server on 127.0.0.1 in a thread of its own, for one test."""
 
-    def __init__(self, session: Session, state: Path, token: str | None = None):
+    def __init__(self, session: Session, state: Path, token: str | None = None, **options):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.loop = asyncio.new_event_loop()
-        self.runner = web.AppRunner(create_app(session, state, token=token))
+        self.runner = web.AppRunner(create_app(session, state, token=token, **options))
         ready = threading.Event()
 
         def serve():
@@ -204,3 +204,55 @@ def test_a_prompt_with_one_broken_output_runs_the_other_and_reports_the_broken_o
     assert status == 400 and set(answer["node_errors"]) == {"91"}
     prompt_id, messages = asyncio.run(_queue_and_listen(server.url, prompt))
     assert [m["type"] for m in messages][-4:] == ["executed", "execution_success", "status", "executing"]
+
+
+def test_mask_upload_puts_the_masks_alpha_on_the_original_and_oversized_bodies_get_413(tiny_models, tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image, PngImagePlugin
+
+    session = Session(settings=Settings(models_dir=tiny_models, output_dir=tmp_path / "out", device="cpu",
+                                        input_dir=tmp_path / "in"))
+    running = Running(session, tmp_path / "state.sqlite", max_upload_bytes=64 * 1024)
+
+    def png(array, text=None) -> bytes:
+        info = PngImagePlugin.PngInfo()
+        for key, value in (text or {}).items():
+            info.add_text(key, value)
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="PNG", pnginfo=info)
+        return buffer.getvalue()
+
+    async def upload(path: str, fields: dict) -> tuple[int, dict]:
+        form = aiohttp.FormData()
+        for key, value in fields.items():
+            if isinstance(value, bytes):
+                form.add_field(key, value, filename="picture.png", content_type="image/png")
+            else:
+                form.add_field(key, value)
+        async with aiohttp.ClientSession() as http:
+            async with http.post(running.url + path, data=form) as answer:
+                return answer.status, (await answer.json()) if answer.content_type == "application/json" else {}
+
+    try:
+        rgb = np.full((8, 8, 3), 200, np.uint8)
+        status, first = asyncio.run(upload("/upload/image", {"image": png(rgb, {"prompt": "{}"})}))
+        assert status == 200 and first == {"name": "picture.png", "subfolder": "", "type": "input"}
+        alpha = np.zeros((8, 8, 4), np.uint8)
+        alpha[..., 3] = 255
+        alpha[2:6, 2:6, 3] = 0
+        ref = json.dumps({"filename": "picture.png", "subfolder": "", "type": "input"})
+        status, masked = asyncio.run(upload("/upload/mask", {"image": png(alpha), "original_ref": ref}))
+        assert status == 200 and masked["name"] == "picture (1).png"
+        with Image.open(tmp_path / "in" / masked["name"]) as result:
+            pixels = np.asarray(result)
+            assert result.mode == "RGBA" and result.text["prompt"] == "{}"
+        assert (pixels[..., :3] == 200).all() and (pixels[..., 3] == alpha[..., 3]).all()
+        bad_ref = json.dumps({"filename": "../state.sqlite", "type": "input"})
+        assert asyncio.run(upload("/upload/mask", {"image": png(alpha), "original_ref": bad_ref}))[0] == 400
+        noise = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)  # ~200 KB as PNG
+        assert asyncio.run(upload("/upload/image", {"image": png(noise)}))[0] == 413
+        assert asyncio.run(_get(running.url, "/features"))[0] == 200
+    finally:
+        running.stop()

@@ -83,9 +83,11 @@ def _guard(token: str | None):
 
 
 class Routes:
-    def __init__(self, session: Any, store: TaskStore, worker: PromptWorker, hub: Hub):
+    def __init__(self, session: Any, store: TaskStore, worker: PromptWorker, hub: Hub,
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES):
         self.session, self.store, self.worker, self.hub = session, store, worker, hub
         self.settings = session.settings
+        self.max_upload_bytes = max_upload_bytes
 
     def table(self) -> list[tuple[str, str, Any]]:
         return [
@@ -94,6 +96,7 @@ class Routes:
             ("POST", "/interrupt", self.interrupt), ("GET", "/history", self.get_history),
             ("POST", "/history", self.post_history), ("GET", "/history/{prompt_id}", self.get_history_item),
             ("GET", "/view", self.view), ("POST", "/upload/image", self.upload_image),
+            ("POST", "/upload/mask", self.upload_mask),
             ("GET", "/object_info", self.object_info), ("GET", "/object_info/{node_class}", self.object_info_one),
             ("GET", "/system_stats", self.system_stats), ("GET", "/features", self.features),
             ("GET", "/embeddings", self.embeddings), ("GET", "/models", self.models),
@@ -216,6 +219,51 @@ class Routes:
         return web.FileResponse(path, headers={"Content-Disposition": f'filename="{path.name}"'})
 
     async def upload_image(self, request: web.Request) -> web.Response:
+        return await self._upload(request, lambda data, form: data)
+
+    async def upload_mask(self, request: web.Request) -> web.Response:
+        """ComfyUI's mask editor: the uploaded image's alpha becomes the alpha of the image
+        `original_ref` names (its PNG text chunks kept), saved as a new upload."""
+        return await self._upload(request, self._masked)
+
+    def _masked(self, data: bytes, form) -> bytes:
+        import io
+        import json
+
+        from PIL import Image, PngImagePlugin
+
+        try:
+            ref = json.loads(str(form.get("original_ref", "")))
+            name = str(ref["filename"])
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text="original_ref must be JSON naming the original's filename") from None
+        for suffix, kind in ((" [output]", "output"), (" [input]", "input")):
+            if name.endswith(suffix):
+                name, ref["type"] = name[: -len(suffix)], kind
+        if not name or name.startswith("/") or ".." in Path(name).parts:
+            raise web.HTTPBadRequest(text="original_ref leaves its folder")
+        try:
+            original = self.settings.contained_path(self._folder(str(ref.get("type", "output"))),
+                                                    str(Path(str(ref.get("subfolder", ""))) / name), "original_ref")
+        except UnsafePathError:
+            raise web.HTTPForbidden() from None
+        if not original.is_file():
+            raise web.HTTPNotFound(text="original_ref names no file")
+        try:
+            with Image.open(original) as source, Image.open(io.BytesIO(data)) as mask:
+                text = dict(getattr(source, "text", {}))
+                result = source.convert("RGBA")
+                result.putalpha(mask.convert("RGBA").getchannel("A"))
+        except (OSError, ValueError) as exc:
+            raise web.HTTPBadRequest(text=f"not an image: {exc}") from None
+        metadata = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            metadata.add_text(key, value)
+        out = io.BytesIO()
+        result.save(out, format="PNG", compress_level=4, pnginfo=metadata)
+        return out.getvalue()
+
+    async def _upload(self, request: web.Request, transform) -> web.Response:
         form = await request.post()
         upload = form.get("image")
         if not isinstance(upload, web.FileField) or not upload.filename:
@@ -227,7 +275,7 @@ class Routes:
             target = self.settings.contained_path(folder, str(Path(subfolder) / Path(upload.filename).name), "upload")
         except UnsafePathError:
             raise web.HTTPBadRequest(text="the upload's path leaves its folder") from None
-        data = upload.file.read()
+        data = transform(upload.file.read(), form)
         overwrite = str(form.get("overwrite", "")).lower() in ("true", "1")
         stem, suffix, counter = target.stem, target.suffix, 1
         while target.exists() and not overwrite and target.read_bytes() != data:
@@ -257,7 +305,7 @@ class Routes:
             "argv": sys.argv, "platform": platform.platform()}, "devices": []})
 
     def _features(self) -> dict:
-        return {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD_BYTES}
+        return {"supports_preview_metadata": True, "max_upload_size": self.max_upload_bytes}
 
     async def features(self, request: web.Request) -> web.Response:
         return web.json_response(self._features())
@@ -342,13 +390,15 @@ def _warm_up() -> None:
         pass
 
 
-def create_app(session: Any, state_path: Path, *, token: str | None = None) -> web.Application:
-    """The server over `session`; the worker starts and stops with the app."""
+def create_app(session: Any, state_path: Path, *, token: str | None = None,
+               max_upload_bytes: int = MAX_UPLOAD_BYTES) -> web.Application:
+    """The server over `session`; the worker starts and stops with the app. A request body over
+    `max_upload_bytes` gets 413."""
     store = TaskStore(state_path)
     hub = Hub()
     worker = PromptWorker(session, store, hub.send)
-    routes = Routes(session, store, worker, hub)
-    app = web.Application(client_max_size=MAX_UPLOAD_BYTES, middlewares=[_guard(token)])
+    routes = Routes(session, store, worker, hub, max_upload_bytes)
+    app = web.Application(client_max_size=max_upload_bytes, middlewares=[_guard(token)])
     for method, path, handler in routes.table():
         app.router.add_route(method, path, handler)
         app.router.add_route(method, "/api" + path, handler)

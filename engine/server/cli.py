@@ -22,6 +22,8 @@ def serve(argv: Sequence[str]) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--auth-token", default=None, help="require `Authorization: Bearer TOKEN` or ?token=")
     parser.add_argument("--no-auth", action="store_true", help="serve a non-loopback address without a token")
+    parser.add_argument("--max-upload-size", type=float, default=100,
+                        help="largest request body in MB, uploads included (ComfyUI's default: 100)")
     parser.add_argument("--allow-absolute-model-paths", action="store_true",
                         help="let prompts read model files outside the models folders")
     args = parser.parse_args(argv)
@@ -44,7 +46,8 @@ def serve(argv: Sequence[str]) -> int:
     settings = Settings(output_dir=args.output_dir, input_dir=args.input_dir, device=args.device,
                         allow_absolute_model_paths=args.allow_absolute_model_paths, **optional)
     state = (args.state_dir or args.output_dir) / "run-graph-server.sqlite"
-    app = create_app(Session(default_registry(), settings), state, token=args.auth_token)
+    app = create_app(Session(default_registry(), settings), state, token=args.auth_token,
+                     max_upload_bytes=int(args.max_upload_size * 2**20))
     _keep_the_loop_responsive()
     log.info("run-graph serve: http://%s:%d (queue and history in %s)", args.host, args.port, state)
     web.run_app(app, host=args.host, port=args.port, print=None)
