@@ -59,6 +59,10 @@ class InputSpec:
     # run-graph's own addition to a ComfyUI node: workflows saved from ComfyUI never hold it, so
     # filling in its default is no news worth a warning.
     is_extension: bool = False
+    # For the web UI only: extra widget options (`image_upload`), and the list a free-text
+    # input offers there (LoadImage: the input folder's images) without being limited to it.
+    ui: dict | None = None
+    ui_choices: Callable[[Any], list] | None = None
 
     @property
     def has_default(self) -> bool:
@@ -95,7 +99,8 @@ def Widget(default: Any = MISSING, *, ge: float | None = None, le: float | None 
            step: float | None = None, multiple_of: int | None = None,
            choices: tuple | Callable | None = None, multiline: bool = False,
            control_after_generate: bool | None = None, optional: bool = False,
-           check: Callable | None = None, tooltip: str | None = None, extension: bool = False) -> Any:
+           check: Callable | None = None, tooltip: str | None = None, extension: bool = False,
+           ui: dict | None = None, ui_choices: Callable | None = None) -> Any:
     """A constant input edited in the UI. `control_after_generate=None` means ComfyUI's rule:
     INT inputs named seed/noise_seed get the UI-only companion widget. `check(value, vctx)` and a
     callable `choices(vctx)` get the ValidationContext. `extension`: not in ComfyUI's node."""
@@ -103,7 +108,7 @@ def Widget(default: Any = MISSING, *, ge: float | None = None, le: float | None 
                                    choices=choices, multiline=multiline,
                                    control_after_generate=control_after_generate,
                                    optional=optional, check=check, tooltip=tooltip,
-                                   is_extension=extension))
+                                   is_extension=extension, ui=ui, ui_choices=ui_choices))
 
 
 def Link(*, optional: bool = False, tooltip: str | None = None) -> Any:  # noqa: N802

@@ -22,6 +22,7 @@ from ..atomic import atomic_write
 from ..errors import EngineError, NodeError
 from ..settings import UnsafePathError, package_version
 from .store import TaskStore
+from .ui import FrontendRoutes, add_frontend
 from .worker import PromptWorker
 
 log = logging.getLogger("run_graph.server")
@@ -288,11 +289,17 @@ class Routes:
     # -- discovery ----------------------------------------------------------------------------
 
     def _info(self, name: str) -> dict:
-        info = self.session.registry.spec(name).to_info()
+        spec = self.session.registry.spec(name)
+        info = spec.to_info()
+        listing = _Listing(self.settings)
+        for section in ("required", "optional"):
+            info["input"][section] = {i.name: _comfy_input(i, listing) for i in spec.inputs
+                                      if i.is_required == (section == "required")}
         return {**info, "python_module": "nodes", "output_is_list": [False] * len(info["output"])}
 
     async def object_info(self, request: web.Request) -> web.Response:
-        return web.json_response({name: self._info(name) for name in self.session.registry})
+        info = {name: self._info(name) for name in self.session.registry}
+        return web.json_response({**_frontend_expected(info), **info})
 
     async def object_info_one(self, request: web.Request) -> web.Response:
         name = request.match_info["node_class"]
@@ -373,6 +380,47 @@ def comfy_errors(errors: list, prompt: dict) -> dict:
                       "details": details, "extra_info": {}}, "node_errors": node_errors}
 
 
+# Loader nodes the web UI's model library looks up by name when it starts, and fails on when a
+# server lacks them (frontend 1.27, modelToNodeStore). Where run-graph has none, the UI gets a
+# deprecated (hidden) entry; a prompt using one is still refused by validation, by name.
+FRONTEND_EXPECTED = {"ImageOnlyCheckpointLoader": ("ckpt_name", ["MODEL", "CLIP_VISION", "VAE"]),
+                     "ControlNetLoader": ("control_net_name", ["CONTROL_NET"]),
+                     "UpscaleModelLoader": ("model_name", ["UPSCALE_MODEL"]),
+                     "StyleModelLoader": ("style_model_name", ["STYLE_MODEL"]),
+                     "GLIGENLoader": ("gligen_name", ["GLIGEN"])}
+
+
+def _frontend_expected(have: dict) -> dict:
+    return {name: {"name": name, "display_name": name, "category": "unavailable in run-graph",
+                   "description": "not available in run-graph yet", "deprecated": True,
+                   "input": {"required": {key: [[], {}]}, "optional": {}},
+                   "input_order": {"required": [key], "optional": []}, "output": outputs,
+                   "output_name": outputs, "output_is_list": [False] * len(outputs), "output_node": False,
+                   "python_module": "nodes"}
+            for name, (key, outputs) in FRONTEND_EXPECTED.items() if name not in have}
+
+
+class _Listing:
+    """What a widget's `choices(vctx)` reads: the settings (model and input folders)."""
+
+    def __init__(self, settings: Any):
+        self.settings = settings
+
+
+def _comfy_input(spec: Any, listing: _Listing) -> list:
+    """ComfyUI's object_info form of an input: `[TYPE, {options}]`, or `[[choices], {options}]`
+    for combos, their file lists read now (the web UI shows them as they are)."""
+    options = spec.to_info()
+    kind = options.pop("type")
+    options.pop("options", None)
+    options.update(spec.ui or {})
+    lister = spec.ui_choices or (spec.choices if callable(spec.choices) else None)
+    choices = list(lister(listing)) if lister else list(spec.choices) if isinstance(spec.choices, tuple) else None
+    if choices is not None:
+        return [choices, options]
+    return [kind, options] if options else [kind]
+
+
 def _comfy_type(error: Any) -> str:
     if error.kind != "invalid_input":
         return error.kind
@@ -398,10 +446,12 @@ def create_app(session: Any, state_path: Path, *, token: str | None = None,
     hub = Hub()
     worker = PromptWorker(session, store, hub.send)
     routes = Routes(session, store, worker, hub, max_upload_bytes)
+    frontend = FrontendRoutes(state_path.parent, session.settings)
     app = web.Application(client_max_size=max_upload_bytes, middlewares=[_guard(token)])
-    for method, path, handler in routes.table():
+    for method, path, handler in routes.table() + frontend.table():
         app.router.add_route(method, path, handler)
         app.router.add_route(method, "/api" + path, handler)
+    add_frontend(app, frontend.root)
 
     async def started(app: web.Application) -> None:
         hub.loop = asyncio.get_running_loop()
