@@ -256,3 +256,19 @@ def test_mask_upload_puts_the_masks_alpha_on_the_original_and_oversized_bodies_g
         assert asyncio.run(_get(running.url, "/features"))[0] == 200
     finally:
         running.stop()
+
+
+def test_the_web_uis_start_up_routes_answer(server):
+    """What the 1.27 frontend calls before and while it draws: each answers, none 404s."""
+    for path in ("/api/users", "/api/settings", "/api/i18n", "/api/extensions", "/api/workflow_templates",
+                 "/api/experiment/models", "/api/userdata?dir=workflows&recurse=true&split=false&full_info=true",
+                 "/api/userdata?dir=subgraphs&recurse=true&split=false&full_info=true",
+                 "/api/userdata/comfy.templates.json", "/api/userdata/user.css", "/internal/logs/raw",
+                 "/internal/folder_paths", "/templates/index.json", "/"):
+        status, _ = asyncio.run(_get(server.url, path))
+        assert status == 200, path
+    assert json.loads(asyncio.run(_get(server.url, "/api/settings"))[1])["Comfy.TutorialCompleted"] is True
+    assert asyncio.run(_get(server.url, "/api/userdata/..%2Fstate.sqlite"))[0] in (400, 403)
+    info = json.loads(asyncio.run(_get(server.url, "/object_info/KSampler"))[1])["KSampler"]
+    assert info["input"]["required"]["steps"] == ["INT", {"min": 1, "max": 10000, "default": 20}]
+    assert info["input"]["required"]["sampler_name"][0][0] == "euler"

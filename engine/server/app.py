@@ -113,8 +113,12 @@ class Routes:
         self.hub.sockets[client] = socket
         try:
             await socket.send_json({"type": "status", "data": {**self.worker.status(), "sid": client}})
-            if self.worker.current and self.worker.current[1] == client:
-                await socket.send_json({"type": "executing", "data": {"node": self.worker.last_node}})
+            # A client that reconnects mid-run learns which node is running; never "node: null"
+            # here, which clients read as the end of their prompt
+            current = self.worker.current
+            if current and current[1] == client and self.worker.last_node is not None:
+                await socket.send_json({"type": "executing", "data": {"node": self.worker.last_node,
+                                                                      "prompt_id": current[0]}})
             async for message in socket:
                 if message.type == WSMsgType.TEXT and '"feature_flags"' in message.data:
                     await socket.send_json({"type": "feature_flags", "data": self._features()})
@@ -451,6 +455,8 @@ def create_app(session: Any, state_path: Path, *, token: str | None = None,
     for method, path, handler in routes.table() + frontend.table():
         app.router.add_route(method, path, handler)
         app.router.add_route(method, "/api" + path, handler)
+    for method, path, handler in frontend.internal_table():
+        app.router.add_route(method, path, handler)
     add_frontend(app, frontend.root)
 
     async def started(app: web.Application) -> None:

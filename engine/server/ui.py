@@ -58,6 +58,12 @@ class FrontendRoutes:
             ("GET", "/workflow_templates", self.workflow_templates), ("GET", "/experiment/models", self.model_folders),
         ]
 
+    def internal_table(self) -> list[tuple[str, str, Any]]:
+        """The frontend's `/internal` calls (no `/api` prefix): the log panel and folder paths."""
+        return [("GET", "/internal/logs", self.logs), ("GET", "/internal/logs/raw", self.raw_logs),
+                ("PATCH", "/internal/logs/subscribe", self.subscribe_logs),
+                ("GET", "/internal/folder_paths", self.folder_paths)]
+
     # -- users and settings ---------------------------------------------------------------------
 
     async def users(self, request: web.Request) -> web.Response:
@@ -181,10 +187,28 @@ class FrontendRoutes:
     async def workflow_templates(self, request: web.Request) -> web.Response:
         return web.json_response({})
 
-    async def model_folders(self, request: web.Request) -> web.Response:
+    def _model_folders(self) -> dict[str, list[str]]:
         root = self.settings.models_dir
-        folders = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-        return web.json_response([{"name": name, "folders": [str(root / name)]} for name in folders])
+        names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        return {name: [str(root / name)] for name in names}
+
+    async def model_folders(self, request: web.Request) -> web.Response:
+        return web.json_response([{"name": name, "folders": paths} for name, paths in self._model_folders().items()])
+
+
+    # -- /internal ------------------------------------------------------------------------------
+
+    async def logs(self, request: web.Request) -> web.Response:
+        return web.json_response("")  # run-graph logs to its own stderr, not to the page
+
+    async def raw_logs(self, request: web.Request) -> web.Response:
+        return web.json_response({"entries": [], "size": {"cols": 80, "rows": 24}})
+
+    async def subscribe_logs(self, request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def folder_paths(self, request: web.Request) -> web.Response:
+        return web.json_response(self._model_folders())
 
 
 async def _json(request: web.Request) -> Any:
