@@ -101,6 +101,17 @@ class PreviewImage(Node):
         return SavedFiles(save_images(ctx, self.images, "previews/ComfyUI_temp", compress_level=1))
 
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".mpo")
+
+
+def input_images(vctx) -> list[str]:
+    """The images in the input folder, as the web UI's LoadImage list offers them."""
+    folder = vctx.settings.input_dir
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
 def _image_exists(name: str, vctx) -> str | None:
     try:
         vctx.settings.input_file(name, "image")
@@ -122,7 +133,7 @@ class LoadImage(Node):
     display_name = "Load Image"
     category = "image"
 
-    image: str = Widget(check=_image_exists)
+    image: str = Widget(check=_image_exists, ui={"image_upload": True}, ui_choices=input_images)
 
     @classmethod
     def fingerprint(cls, constants, settings):

@@ -6,6 +6,7 @@ weights load on first use, each part on its own.
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 
@@ -34,12 +35,24 @@ class CheckpointOut(NodeOutput):
 
 
 def _checkpoint_problem(settings, name) -> str | None:
+    try:
+        path = settings.model_file("checkpoints", name, "ckpt_name")
+    except FileNotFoundError as exc:
+        return str(exc)
+    stat = path.stat()
+    return _detection_problem(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _detection_problem(path: str, size: int, mtime_ns: int) -> str | None:
+    """Whether the file is a checkpoint run-graph knows; remembered per file version, so that
+    validating a prompt (a server does it per request) reads each header once."""
     from ..core.state_files import CheckpointFile
     from .checkpoint import detect
 
     try:
-        detect(CheckpointFile(settings.model_file("checkpoints", name, "ckpt_name")))
-    except (ModelLoadError, FileNotFoundError) as exc:
+        detect(CheckpointFile(path))
+    except ModelLoadError as exc:
         return str(exc)
     return None
 
