@@ -254,3 +254,21 @@ def test_sde_samplers_draw_from_the_data_distribution(name):
     x = torch.randn([1, 4, 64, 64], generator=torch.Generator().manual_seed(0)) * (MS.sigma_max ** 2 + SPREAD ** 2) ** 0.5 + MU
     out = SAMPLERS[name](gaussian_denoiser, x, sigmas, SamplingContext(seed=3))
     assert abs(float(out.mean()) - MU) < 0.02 and abs(float(out.std()) - SPREAD) < 0.03, (out.mean(), out.std())
+
+
+@pytest.mark.parametrize("name", ["dpm_fast", "dpm_adaptive"])
+@pytest.mark.parametrize("steps", [5, 9, 12])
+def test_dpm_solver_fast_and_adaptive_match_k_diffusion(name, steps):
+    """ComfyUI runs them from σ_max to the smallest σ > 0, dpm_fast with one model call per step."""
+    reference = load_sampling()
+    if reference is None:
+        pytest.skip("k-diffusion is not installed (README test command installs it)")
+    sigmas = ksampler_sigmas(MS, name, "karras", steps)
+    x = torch.randn([2, 4, 6, 5], generator=torch.Generator().manual_seed(3)) * sigmas[0]
+    low, high = sigmas[-2].clone(), sigmas[0].clone()
+    if name == "dpm_fast":
+        expected = reference.sample_dpm_fast(toy_denoiser, x.clone(), low, high, steps, disable=True)
+    else:
+        expected = reference.sample_dpm_adaptive(toy_denoiser, x.clone(), low, high, disable=True)
+    ours = SAMPLERS[name](toy_denoiser, x.clone(), sigmas, SamplingContext(seed=0))
+    assert torch.allclose(ours, expected, atol=1e-6)

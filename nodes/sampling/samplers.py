@@ -11,10 +11,12 @@ from typing import Callable
 
 import torch
 
-from .unipc import uni_pc
+from .dpm_solver import dpm_adaptive, dpm_fast
 from .noise import BrownianTreeNoiseSampler, NoiseSampler, device_noise_sampler
+from .unipc import uni_pc
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, σ per image) -> x0 estimate
+
 
 @dataclass
 class SamplingContext:
@@ -466,6 +468,8 @@ SAMPLERS: dict[str, Callable] = {
     "res_multistep_ancestral": _sde(res_multistep, eta=1.0),
     "euler_cfg_pp": euler_cfg_pp,
     "er_sde": er_sde,
+    "dpm_fast": dpm_fast,
+    "dpm_adaptive": dpm_adaptive,
     "uni_pc": uni_pc,
     "uni_pc_bh2": _sde(uni_pc, variant="bh2"),
 }
