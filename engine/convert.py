@@ -18,6 +18,7 @@ from typing import Any
 from schemas.api_prompt import ApiPrompt
 from schemas.ui_workflow import SubgraphDefinition, UINode, UINodeInput, UIWorkflow
 
+from .dynamic_prompts import process_dynamic_prompt
 from .errors import NodeError
 from .graph import Graph, GraphNode, LinkRef
 from .node import MISSING, WIDGET_TYPES, NodeSpec
@@ -156,6 +157,7 @@ class _Converter:
                     out[w.name] = _unwrap(values[w.name])
                 elif w.has_default:
                     out[w.name] = w.default
+            self._resolve_dynamic_prompts(node_id, widgets, out)
             return out
         values = values or []
         k = 0
@@ -175,12 +177,22 @@ class _Converter:
                 if k < len(values) and isinstance(values[k], str):
                     self.controls[(node_id, w.name)] = values[k]
                 k += 2 if w.type_name == "COMBO" else 1  # combos also get a filter-list slot
+        self._resolve_dynamic_prompts(node_id, widgets, out)
         if defaulted:
             self.warnings.append(NodeError(
                 f"widgets_values has {len(values)} value(s) for {len(widgets)} widget(s); "
                 f"running on defaults for {', '.join(defaulted)}", node_id=node_id, node_type=node.type,
                 title=node.title, kind="widgets_defaulted"))
         return out
+
+    def _resolve_dynamic_prompts(self, node_id: str, widgets, values: dict[str, Any]) -> None:
+        """What the frontend does to `dynamicPrompts` widgets when it queues a UI workflow. A text
+        that changes keeps its template in the workflow a PNG carries, as ComfyUI's does."""
+        for w in widgets:
+            text = values.get(w.name)
+            if w.dynamic_prompts and isinstance(text, str) and (resolved := process_dynamic_prompt(text)) != text:
+                values[w.name] = resolved
+                self.ui_widgets.pop((node_id, w.name), None)
 
     # -- link resolution --------------------------------------------------------------------
 

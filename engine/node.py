@@ -63,6 +63,8 @@ class InputSpec:
     # input offers there (LoadImage: the input folder's images) without being limited to it.
     ui: dict | None = None
     ui_choices: Callable[[Any], list] | None = None
+    # ComfyUI's `dynamicPrompts`: the frontend resolves {a|b} and strips comments before queuing
+    dynamic_prompts: bool = False
 
     @property
     def has_default(self) -> bool:
@@ -78,6 +80,8 @@ class InputSpec:
             options["default"] = self.default
         if self.multiline:
             options["multiline"] = True
+        if self.dynamic_prompts:
+            options["dynamicPrompts"] = True
         if self.control_after_generate:
             options["control_after_generate"] = True
         if isinstance(self.choices, tuple):
@@ -100,7 +104,7 @@ def Widget(default: Any = MISSING, *, ge: float | None = None, le: float | None 
            choices: tuple | Callable | None = None, multiline: bool = False,
            control_after_generate: bool | None = None, optional: bool = False,
            check: Callable | None = None, tooltip: str | None = None, extension: bool = False,
-           ui: dict | None = None, ui_choices: Callable | None = None) -> Any:
+           ui: dict | None = None, ui_choices: Callable | None = None, dynamic_prompts: bool = False) -> Any:
     """A constant input edited in the UI. `control_after_generate=None` means ComfyUI's rule:
     INT inputs named seed/noise_seed get the UI-only companion widget. `check(value, vctx)` and a
     callable `choices(vctx)` get the ValidationContext. `extension`: not in ComfyUI's node."""
@@ -108,7 +112,8 @@ def Widget(default: Any = MISSING, *, ge: float | None = None, le: float | None 
                                    choices=choices, multiline=multiline,
                                    control_after_generate=control_after_generate,
                                    optional=optional, check=check, tooltip=tooltip,
-                                   is_extension=extension, ui=ui, ui_choices=ui_choices))
+                                   is_extension=extension, ui=ui, ui_choices=ui_choices,
+                                   dynamic_prompts=dynamic_prompts))
 
 
 def Link(*, optional: bool = False, tooltip: str | None = None) -> Any:  # noqa: N802

@@ -130,3 +130,26 @@ def test_every_public_template_parses_and_names_what_is_not_implemented():
         assert unknown == {n.class_type for n in graph.nodes.values() if n.class_type not in registry}, path.name
         count += 1
     assert count > 600
+
+
+def test_dynamic_prompt_widgets_are_resolved_as_the_frontend_resolves_them():
+    """CLIPTextEncode's text is `dynamicPrompts`: queuing a UI workflow strips comments, picks
+    {a|b} options (seeded from the text here) and unescapes \\{ \\} \\| but not \\( \\)."""
+    from engine.dynamic_prompts import process_dynamic_prompt
+
+    assert process_dynamic_prompt("a photo // of a cat") == "a photo "
+    assert process_dynamic_prompt("a /* hidden */ b") == "a  b"
+    assert process_dynamic_prompt(r"\{x\} \(y\)") == r"{x} \(y\)"
+    picked = process_dynamic_prompt("a {red|blue|{green|teal}} cat")
+    assert picked in ("a red cat", "a blue cat", "a green cat", "a teal cat")
+    assert process_dynamic_prompt("a {red|blue|{green|teal}} cat") == picked  # the same every run
+    from engine.convert import ui_to_graph
+    from engine.registry import default_registry
+
+    workflow = {"last_node_id": 1, "last_link_id": 0, "links": [], "version": 0.4, "nodes": [
+        {"id": 1, "type": "CLIPTextEncode", "inputs": [{"name": "clip", "type": "CLIP", "link": None}],
+         "outputs": [], "widgets_values": ["a {red|blue} cat // note"], "mode": 0}]}
+    from schemas.ui_workflow import UIWorkflow
+
+    graph = ui_to_graph(UIWorkflow.model_validate(workflow), default_registry())
+    assert graph.nodes["1"].inputs["text"] in ("a red cat ", "a blue cat ")

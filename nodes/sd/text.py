@@ -59,7 +59,7 @@ class CLIPTextEncode(Node):
     display_name = "CLIP Text Encode (Prompt)"
     category = "conditioning"
 
-    text: str = Widget(multiline=True)
+    text: str = Widget(multiline=True, dynamic_prompts=True)
     clip: TextEncoders = Link()
 
     def execute(self, ctx) -> ConditioningOut:
@@ -82,8 +82,8 @@ class CLIPTextEncodeSDXL(Node):
     crop_h: int = Widget(0, ge=0, le=MAX_SIZE)
     target_width: int = Widget(1024, ge=0, le=MAX_SIZE)
     target_height: int = Widget(1024, ge=0, le=MAX_SIZE)
-    text_g: str = Widget(multiline=True)
-    text_l: str = Widget(multiline=True)
+    text_g: str = Widget(multiline=True, dynamic_prompts=True)
+    text_l: str = Widget(multiline=True, dynamic_prompts=True)
 
     def execute(self, ctx) -> ConditioningOut:
         tokens, pooled = encode(ctx, self.clip, {"l": self.text_l, "g": self.text_g})
@@ -102,7 +102,7 @@ class CLIPTextEncodeSDXLRefiner(Node):
     ascore: float = Widget(6.0, ge=0.0, le=1000.0, step=0.01)
     width: int = Widget(1024, ge=0, le=MAX_SIZE)
     height: int = Widget(1024, ge=0, le=MAX_SIZE)
-    text: str = Widget(multiline=True)
+    text: str = Widget(multiline=True, dynamic_prompts=True)
     clip: TextEncoders = Link()
 
     def execute(self, ctx) -> ConditioningOut:
