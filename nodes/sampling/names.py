@@ -25,7 +25,7 @@ IMPLEMENTED = frozenset({
     "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun",
     "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "lcm", "ddpm", "ipndm", "uni_pc", "uni_pc_bh2",
     "heunpp2", "res_multistep", "res_multistep_ancestral", "euler_cfg_pp", "er_sde",
-    "dpm_fast", "dpm_adaptive",
+    "dpm_fast", "dpm_adaptive", "gradient_estimation",
 })
 
 # Samplers that read the unconditional prediction: the negative is evaluated even at cfg 1.

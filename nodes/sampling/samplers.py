@@ -438,6 +438,19 @@ def er_sde(denoise: Denoiser, x, sigmas, ctx: SamplingContext, s_noise: float = 
     return x
 
 
+def gradient_estimation(denoise: Denoiser, x, sigmas, ctx: SamplingContext, ge_gamma: float = 2.0):
+    """Gradient estimation (Permenter & Yuan): Euler first, then the slope extrapolated from the
+    last two, d̄ = γ·d + (1 − γ)·d_prev."""
+    previous = None
+    for i in range(len(sigmas) - 1):
+        d = _to_d(x, sigmas[i], denoise(x, _batch(x, sigmas[i])))
+        slope = d if previous is None else ge_gamma * d + (1 - ge_gamma) * previous
+        x = x + slope * (sigmas[i + 1] - sigmas[i])
+        previous = d
+        ctx.on_step(i + 1, len(sigmas) - 1)
+    return x
+
+
 def _sde(fn, **fixed):
     return lambda denoise, x, sigmas, ctx: fn(denoise, x, sigmas, ctx, **fixed)
 
@@ -468,6 +481,7 @@ SAMPLERS: dict[str, Callable] = {
     "res_multistep_ancestral": _sde(res_multistep, eta=1.0),
     "euler_cfg_pp": euler_cfg_pp,
     "er_sde": er_sde,
+    "gradient_estimation": gradient_estimation,
     "dpm_fast": dpm_fast,
     "dpm_adaptive": dpm_adaptive,
     "uni_pc": uni_pc,
