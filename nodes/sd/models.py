@@ -15,6 +15,17 @@ from engine import EdgeValue, ModelLoadError
 from .families import BY_NAME, Family, TextEncoderSpec
 
 
+def loaded_bytes(path: str, prefix: str, device: str, float32: bool = False) -> int:
+    """What the tensors under `prefix` take once loaded (read from the file's header): the
+    store's budgets count a checkpoint's parts, not its whole file."""
+    import math
+
+    from ..core.state_files import CheckpointFile
+
+    elements = sum(math.prod(shape) for name, shape in CheckpointFile(path).shapes.items() if name.startswith(prefix))
+    return elements * (4 if float32 or not device.startswith("cuda") else 2)
+
+
 def compute_dtype(device: str):
     import torch
 
@@ -52,7 +63,7 @@ class DiffusionModel(EdgeValue):
         return ("sd-unet", self.path, self.unet_prefix, self.device, self.weight_dtype)
 
     def estimated_bytes(self) -> int:
-        return Path(self.path).stat().st_size * 2
+        return loaded_bytes(self.path, self.unet_prefix, self.device)
 
     def with_loras(self, *patches: LoraPatch) -> "DiffusionModel":
         return replace(self, loras=self.loras + patches)
@@ -130,7 +141,7 @@ class TextTower(EdgeValue):
         return ("clip-tower", self.path, self.spec.prefix, self.device)
 
     def estimated_bytes(self) -> int:
-        return 1 << 28
+        return loaded_bytes(self.path, self.spec.prefix, self.device, float32=True)
 
     def load(self) -> Any:
         from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
