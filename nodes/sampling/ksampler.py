@@ -69,12 +69,11 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
     scaled = latent.to(device, torch.float32) * model.latent_scale
     noise = noise.to(device)
     sigmas = sigmas.to(device)
-    x = ms.noise_scaling(float(sigmas[0]), noise, scaled, max_denoise=ms.is_max_denoise(float(sigmas[0])))
+    x = ms.noise_scaling(sigmas[0], noise, scaled, max_denoise=ms.is_max_denoise(float(sigmas[0])))
     size = tuple(latent.shape[-2:])
 
     def raw(x_part, sigma_part, entries):
-        x_in = x_part * ms.input_scale(sigma_part).reshape(-1, 1, 1, 1)
-        output = model.predict(x_in, ms.timestep(sigma_part), entries, size)
+        output = model.predict(ms.model_input(x_part, sigma_part), ms.timestep(sigma_part), entries, size)
         return ms.denoised(sigma_part, output.float(), x_part)
 
     negative = [entry.replace(prompt_type="negative") for entry in negative]
@@ -101,7 +100,7 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         on_step(done, total)
 
     ctx = SamplingContext(seed=seed, on_step=stepped, uncond=guided.uncond,
-                          noise_scaling=lambda sigma, n, lat: ms.noise_scaling(float(sigma), n, lat))
+                          noise_scaling=lambda sigma, n, lat: ms.noise_scaling(sigma, n, lat))
     with torch.inference_mode():
         x = SAMPLERS[sampler_name](recording, x, sigmas, ctx)
     denoised = last.get("x0", x)

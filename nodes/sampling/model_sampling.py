@@ -15,12 +15,12 @@ Prediction = Literal["eps", "v"]
 
 
 def _sigma_table(linear_start: float, linear_end: float, timesteps: int, zero_terminal_snr: bool) -> torch.Tensor:
-    # ComfyUI's "linear" betas are diffusers' scaled_linear, computed in float64
+    """σ_t in float64 (ComfyUI's "linear" betas are diffusers' scaled_linear, in float64)."""
     betas = torch.linspace(linear_start ** 0.5, linear_end ** 0.5, timesteps, dtype=torch.float64) ** 2
     alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
     if zero_terminal_snr:
         alphas_cumprod = _rescale_zero_terminal_snr(alphas_cumprod)
-    return (((1 - alphas_cumprod) / alphas_cumprod) ** 0.5).float()
+    return ((1 - alphas_cumprod) / alphas_cumprod) ** 0.5
 
 
 def _rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -47,8 +47,9 @@ class DiscreteSampling:
 
     def __post_init__(self):
         sigmas = _sigma_table(self.linear_start, self.linear_end, 1000, self.zero_terminal_snr)
-        object.__setattr__(self, "sigmas", sigmas)
-        object.__setattr__(self, "log_sigmas", sigmas.log())
+        # both stored in float32, the log taken before the rounding, as ComfyUI stores them
+        object.__setattr__(self, "sigmas", sigmas.float())
+        object.__setattr__(self, "log_sigmas", sigmas.log().float())
 
     @property
     def sigma_min(self) -> float:
@@ -80,9 +81,9 @@ class DiscreteSampling:
         return float(self.sigma(torch.tensor((1.0 - percent) * 999.0)))
 
     @staticmethod
-    def input_scale(sigma: torch.Tensor) -> torch.Tensor:
-        """c_in: what the model input is multiplied by."""
-        return 1.0 / (sigma ** 2 + 1.0) ** 0.5
+    def model_input(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x·c_in, as ComfyUI computes it: x / √(σ² + 1)."""
+        return x / (sigma.reshape(sigma.shape[:1] + (1,) * (x.ndim - 1)) ** 2 + 1.0) ** 0.5
 
     def denoised(self, sigma: torch.Tensor, model_output: torch.Tensor, model_input: torch.Tensor) -> torch.Tensor:
         sigma = sigma.reshape(sigma.shape[:1] + (1,) * (model_output.ndim - 1))
@@ -90,9 +91,11 @@ class DiscreteSampling:
             return model_input / (sigma ** 2 + 1.0) - model_output * sigma / (sigma ** 2 + 1.0) ** 0.5
         return model_input - model_output * sigma
 
-    def noise_scaling(self, sigma: float, noise: torch.Tensor, latent: torch.Tensor, max_denoise: bool = False):
-        """The sampler's start: full denoise starts at √(1+σ²)·n (the VP prior), anything less at σ·n."""
-        scale = math.sqrt(1.0 + sigma ** 2) if max_denoise else sigma
+    def noise_scaling(self, sigma, noise: torch.Tensor, latent: torch.Tensor, max_denoise: bool = False):
+        """The sampler's start: full denoise starts at √(1+σ²)·n (the VP prior), anything less at σ·n.
+        In float32 tensor arithmetic, as ComfyUI computes it (a float64 √ can round differently)."""
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=noise.device)
+        scale = torch.sqrt(1.0 + sigma ** 2.0) if max_denoise else sigma
         return noise * scale + latent
 
     def is_max_denoise(self, sigma: float) -> bool:
