@@ -22,7 +22,14 @@ def _handle(path) -> DiffusionModel:
                           "cpu")
 
 
-@pytest.mark.parametrize("config", [SD15_UNET, SDXL_UNET], ids=["sd15", "sdxl"])
+# the SDXL refiner's shape: attention only on the middle levels, a deeper middle block
+REFINER_SHAPED = {"sample_size": 8, "block_out_channels": [32, 32, 64, 64], "layers_per_block": 1,
+                  "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+                  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+                  "cross_attention_dim": 64, "attention_head_dim": 8, "transformer_layers_per_block": 3}
+
+
+@pytest.mark.parametrize("config", [SD15_UNET, SDXL_UNET, REFINER_SHAPED], ids=["sd15", "sdxl", "refiner-shaped"])
 def test_unet_survives_our_ldm_names_and_diffusers_converter_bit_for_bit(config, tmp_path):
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file

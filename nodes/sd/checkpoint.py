@@ -58,13 +58,17 @@ def unet_config(shapes: dict[str, tuple], prefix: str, family: Family) -> dict:
         widths.append(s[f"input_blocks.{block}.0.out_layers.3.weight"][0])
         depth = _count(s, rf"input_blocks\.{block}\.1\.transformer_blocks\.(\d+)\.")
         attention.append(depth > 0)
-        depths.append(max(depth, 1))
+        depths.append(depth)
         up_block = (per_level + 1) * (levels - 1 - i)
-        up_depths.append(max(_count(s, rf"output_blocks\.{up_block}\.1\.transformer_blocks\.(\d+)\."), 1))
+        up_depths.append(_count(s, rf"output_blocks\.{up_block}\.1\.transformer_blocks\.(\d+)\."))
         if depth and context is None:
             context = s[f"input_blocks.{block}.1.transformer_blocks.0.attn2.to_k.weight"][1]
             linear = len(s[f"input_blocks.{block}.1.proj_in.weight"]) == 2
     mid_depth = _count(s, r"middle_block\.1\.transformer_blocks\.(\d+)\.")
+    # Levels without attention have no depth; diffusers reads the middle block's from the last
+    # entry, so they take the middle block's (the refiner: [0, 4, 4, 0] with a depth-4 middle)
+    depths = [d or mid_depth or 1 for d in depths]
+    up_depths = [d or mid_depth or 1 for d in up_depths]
     if context is None and mid_depth:
         context = s["middle_block.1.transformer_blocks.0.attn2.to_k.weight"][1]
         linear = len(s["middle_block.1.proj_in.weight"]) == 2
@@ -81,7 +85,8 @@ def unet_config(shapes: dict[str, tuple], prefix: str, family: Family) -> dict:
     if up_depths != depths:  # diffusers lists the up blocks' depths top level first
         config["reverse_transformer_layers_per_block"] = list(reversed(up_depths))
     if mid_depth and mid_depth != depths[-1]:
-        raise ModelLoadError(f"unsupported UNet: middle block depth {mid_depth} differs from the last level's")
+        raise ModelLoadError(f"unsupported UNet: middle block depth {mid_depth} differs from the last level's "
+                             f"({depths[-1]})")
     if "label_emb.0.0.weight" in s:
         config.update(addition_embed_type="text_time", addition_time_embed_dim=256,
                       projection_class_embeddings_input_dim=s["label_emb.0.0.weight"][1])
