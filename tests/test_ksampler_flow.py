@@ -18,7 +18,7 @@ class ToyModel:
     def __init__(self):
         self.calls = []
 
-    def predict(self, x_in, timesteps, entries, size):
+    def predict(self, x_in, timesteps, entries, size, concat=None):
         self.calls.append(len(entries))
         offsets = torch.stack([e.cross_attn.mean() * torch.ones(x_in.shape[1:]) for e in entries])
         return x_in * 0.3 + offsets
@@ -79,7 +79,7 @@ def test_start_noise_is_sqrt_one_plus_sigma_squared_at_full_denoise_and_sigma_be
     seen = {}
 
     class Spy(ToyModel):
-        def predict(self, x_in, timesteps, entries, size):
+        def predict(self, x_in, timesteps, entries, size, concat=None):
             seen.setdefault("first", x_in.clone())
             return super().predict(x_in, timesteps, entries, size)
 
@@ -130,7 +130,7 @@ def test_a_mask_entry_weights_by_the_mask_and_mask_bounds_crops_the_model_input(
     shapes = []
 
     class Spy(ToyModel):
-        def predict(self, x_in, timesteps, entries, size):
+        def predict(self, x_in, timesteps, entries, size, concat=None):
             shapes.append(tuple(x_in.shape[-2:]))
             return super().predict(x_in, timesteps, entries, size)
 
@@ -143,3 +143,26 @@ def test_a_mask_entry_weights_by_the_mask_and_mask_bounds_crops_the_model_input(
     shapes.clear()
     run(Spy(), latent=torch.zeros([1, 4, 16, 16]), positive=(entry(1.0), entry(5.0, mask=mask, set_area_to_bounds=True)))
     assert (10, 10) in shapes and (16, 16) in shapes
+
+
+def test_an_inpainting_model_gets_the_rounded_mask_and_the_latent_as_extra_channels():
+    seen = []
+
+    class Inpainting(ToyModel):
+        def predict(self, x_in, timesteps, entries, size, concat=None):
+            seen.append(concat)
+            return super().predict(x_in, timesteps, entries, size)
+
+        def sampling_model(self):
+            return SamplingModel(self.predict, MS, latent_scale=0.5, device="cpu", concat_channels=5)
+
+    latent = torch.randn([1, 4, 8, 8], generator=torch.Generator().manual_seed(4))
+    mask = torch.zeros([1, 1, 8, 8])
+    mask[..., :, 3:] = 0.7
+    run(Inpainting(), latent=latent, noise_mask=mask)
+    concat = seen[0]
+    assert concat.shape == (2, 5, 8, 8)  # cond and uncond
+    assert torch.equal(concat[0, :1], mask.round()[0]) and torch.allclose(concat[0, 1:], latent[0] * 0.5)
+    seen.clear()
+    run(Inpainting(), latent=latent)  # no mask: ones and mid grey
+    assert seen[0][0, 0].eq(1).all() and seen[0][0, 1].eq(0.8223).all() and seen[0][0, 4].eq(0.1380).all()

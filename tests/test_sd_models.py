@@ -3,6 +3,7 @@ KSampler path side by side with diffusers' own pipelines on the same modules."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -297,3 +298,37 @@ def test_float8_checkpoints_upcast_exactly_and_pickles_load_without_running_code
     torch.save({"state_dict": source, "callback": print}, tmp_path / "evil.ckpt")
     with pytest.raises(ModelLoadError, match="not a plain tensor file"):
         CheckpointFile(tmp_path / "evil.ckpt")
+
+
+def test_an_sd15_inpainting_checkpoint_runs_with_its_mask_channels(tmp_path):
+    """9 input channels: the UNet gets the rounded mask and the masked latent next to x."""
+    import numpy as np
+    from PIL import Image
+
+    from engine import Session, Settings
+    from nodes.sd.tiny import CLIP_L, _clip, _save, _unet, _vae
+
+    generator = torch.Generator().manual_seed(9)
+    state = {"model.diffusion_model." + k: v for k, v in _unet({**SD15_UNET, "in_channels": 9}, generator).items()}
+    state |= {"cond_stage_model.transformer." + k: v for k, v in _clip(CLIP_L, generator, False).items()}
+    state |= {"first_stage_model." + k: v for k, v in _vae(generator).items()}
+    _save(tmp_path / "models" / "checkpoints" / "inpaint.safetensors", state)
+    examples = Path(__file__).resolve().parent.parent / "examples" / "input"
+    graph = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "inpaint.safetensors"}},
+        "1": {"class_type": "LoadImage", "inputs": {"image": "yosemite_inpaint_example.png"}},
+        "2": {"class_type": "VAEEncodeForInpaint", "inputs": {"pixels": ["1", 0], "vae": ["4", 2], "mask": ["1", 1],
+                                                             "grow_mask_by": 6}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "3": {"class_type": "KSampler", "inputs": {"model": ["4", 0], "seed": 1, "steps": 3, "cfg": 5.0,
+                                                   "sampler_name": "uni_pc_bh2", "scheduler": "normal", "denoise": 1.0,
+                                                   "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["2", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
+    }
+    session = Session(settings=Settings(models_dir=tmp_path / "models", input_dir=examples, output_dir=tmp_path / "out",
+                                        device="cpu"))
+    result = session.execute(graph)
+    assert result.status == "ok"
+    assert np.asarray(Image.open(result.outputs["9"].files[0])).shape == (96, 128, 3)

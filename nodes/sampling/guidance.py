@@ -15,8 +15,8 @@ import torch
 from .conditioning import CondEntry
 from .model_sampling import DiscreteSampling
 
-# (x [N,C,h,w], σ [N], entries: one per image of x) -> x0 estimates [N,C,h,w]
-BatchPredictor = Callable[[torch.Tensor, torch.Tensor, list[CondEntry]], torch.Tensor]
+# (x [N,C,h,w], σ [N], entries and (h, w, y, x) areas: one per image of x) -> x0 estimates [N,C,h,w]
+BatchPredictor = Callable[[torch.Tensor, torch.Tensor, list[CondEntry], list[tuple]], torch.Tensor]
 
 
 @dataclass
@@ -183,7 +183,8 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
             h, w = group[0].area[:2]
             crops = [x[:, :, job.area[2]:job.area[2] + h, job.area[3]:job.area[3] + w] for job in group]
             entries = [job.entry for job in group for _ in range(batch)]
-            out = predict(torch.cat(crops), sigma.repeat(len(group)), entries)
+            areas = [job.area for job in group for _ in range(batch)]
+            out = predict(torch.cat(crops), sigma.repeat(len(group)), entries, areas)
             for job, part in zip(group, out.chunk(len(group))):
                 y, x0 = job.area[2], job.area[3]
                 totals[job.side][:, :, y:y + h, x0:x0 + w] += part * job.mult

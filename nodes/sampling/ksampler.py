@@ -1,11 +1,12 @@
 """KSampler's flow: schedule, noise, noise mask, CFG, sampler; model-independent.
 
-The family supplies a `predict(x_in, timestep, entries, size)` that runs its network on
-`c_in`-scaled input at integer timesteps and returns the raw output (ε or v)."""
+The family supplies a `predict(x_in, timestep, entries, size, concat)` that runs its network on
+`c_in`-scaled input at integer timesteps and returns the raw output (ε or v); `concat` holds the
+extra input channels of inpainting models (mask and masked latent), or None."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -17,8 +18,11 @@ from .noise import initial_noise
 from .samplers import SAMPLERS, SamplingContext
 from .schedules import ksampler_sigmas, truncate
 
-# (x_in [N,C,h,w], integer timesteps [N], one entry per image, (latent height, width)) -> output
-RawPredictor = Callable[[torch.Tensor, torch.Tensor, list[CondEntry], tuple[int, int]], torch.Tensor]
+# (x_in [N,C,h,w], integer timesteps [N], one entry per image, (latent height, width), concat) -> output
+RawPredictor = Callable[[torch.Tensor, torch.Tensor, list[CondEntry], tuple[int, int], Any], torch.Tensor]
+
+# "Zero" pixels (mid grey) in SD's latent space: what an inpainting model sees without a mask
+BLANK_INPAINT_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class SamplingModel:
     model_sampling: DiscreteSampling
     latent_scale: float
     device: str
+    concat_channels: int = 0  # inpainting UNets take 5 more: the mask and the masked latent
 
 
 @dataclass(frozen=True)
@@ -72,8 +77,13 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
     x = ms.noise_scaling(sigmas[0], noise, scaled, max_denoise=ms.is_max_denoise(float(sigmas[0])))
     size = tuple(latent.shape[-2:])
 
-    def raw(x_part, sigma_part, entries):
-        output = model.predict(ms.model_input(x_part, sigma_part), ms.timestep(sigma_part), entries, size)
+    concat = _inpaint_concat(noise_mask, scaled) if model.concat_channels else None
+
+    def raw(x_part, sigma_part, entries, areas):
+        extra = None if concat is None else torch.cat([
+            concat[i % concat.shape[0]:i % concat.shape[0] + 1, :, y:y + h, x:x + w]
+            for i, (h, w, y, x) in enumerate(areas)])
+        output = model.predict(ms.model_input(x_part, sigma_part), ms.timestep(sigma_part), entries, size, extra)
         return ms.denoised(sigma_part, output.float(), x_part)
 
     negative = [entry.replace(prompt_type="negative") for entry in negative]
@@ -105,6 +115,23 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         x = SAMPLERS[sampler_name](recording, x, sigmas, ctx)
     denoised = last.get("x0", x)
     return (x / model.latent_scale).float().cpu(), (denoised / model.latent_scale).float().cpu()
+
+
+def _inpaint_concat(noise_mask, scaled: torch.Tensor) -> torch.Tensor:
+    """An inpainting UNet's extra input: the rounded mask and the (scaled) latent, or, without a
+    mask, ones and a mid-grey latent (ComfyUI's concat_cond)."""
+    if noise_mask is None:
+        blank = torch.tensor(BLANK_INPAINT_LATENT, device=scaled.device).reshape(1, -1, 1, 1).expand_as(scaled)
+        return torch.cat([torch.ones_like(scaled[:, :1]), blank], dim=1)
+    mask = noise_mask.reshape(-1, 1, *noise_mask.shape[-2:]).float().to(scaled.device)
+    if mask.shape[-2:] != scaled.shape[-2:]:
+        from ..core.resample import common_upscale
+
+        mask = common_upscale(mask, scaled.shape[-1], scaled.shape[-2], "bilinear", "center")
+    mask = mask.round()
+    if mask.shape[0] < scaled.shape[0]:
+        mask = mask.repeat(-(-scaled.shape[0] // mask.shape[0]), 1, 1, 1)[:scaled.shape[0]]
+    return torch.cat([mask, scaled], dim=1)
 
 
 def _inpainting(denoise, noise_mask, noise, scaled, ms: DiscreteSampling):

@@ -191,11 +191,14 @@ def sampling_model(handle: DiffusionModel, unet):
 
     family, dtype, device = handle.family, unet.dtype, handle.device
 
-    def predict(x_in, timesteps, entries, size):
+    def predict(x_in, timesteps, entries, size, concat):
         common = math.lcm(*{e.cross_attn.shape[1] for e in entries})
         context = torch.cat([e.cross_attn.repeat(1, common // e.cross_attn.shape[1], 1) for e in entries])
         added = family.added_inputs(entries, size[0] * 8, size[1] * 8, device, dtype)
+        if concat is not None:
+            x_in = torch.cat([x_in, concat.to(x_in)], dim=1)
         return unet(x_in.to(dtype), timesteps.float(), encoder_hidden_states=context.to(device, dtype),
                     added_cond_kwargs=added, return_dict=False)[0]
 
-    return SamplingModel(predict, handle.model_sampling(), family.latent_scale, device)
+    extra = unet.config.in_channels - unet.config.out_channels
+    return SamplingModel(predict, handle.model_sampling(), family.latent_scale, device, concat_channels=extra)
