@@ -74,7 +74,8 @@ def test_detection(tiny_models, tmp_path):
     sdxl = detect(CheckpointFile(tiny_models / "checkpoints" / "tiny_sdxl.safetensors"))
     assert (sd15.family.name, sd15.prediction, sd15.unet_config["cross_attention_dim"]) == ("sd1", "eps", 64)
     assert (sdxl.family.name, sdxl.unet_config["projection_class_embeddings_input_dim"]) == ("sdxl", 128 + 1536)
-    assert sdxl.unet_config["transformer_layers_per_block"] == [1, 2]
+    # level 0 has no attention; it carries the middle block's depth, as diffusers reads it
+    assert sdxl.unet_config["transformer_layers_per_block"] == [2, 2]
     save_file({"decoder.conv_in.weight": torch.zeros(4, 4, 3, 3)}, str(tmp_path / "vae.safetensors"))
     from engine import ModelLoadError
 
