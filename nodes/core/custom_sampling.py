@@ -235,7 +235,7 @@ def run_custom(ctx, guider: Guider, noise: Noise, sampler: Sampler, sigmas: Sigm
     batch_index = list(latent.batch_index) if latent.batch_index else None
     unit_noise = torch.zeros_like(samples) if noise.seed is None else initial_noise(samples.shape, noise.seed, batch_index)
     unet = ctx.models.get(guider.model)
-    changes = matched(unet_key_map(unet), guider.model.loras, lambda p: p.strength) if guider.model.loras else []
+    changes = matched(unet_key_map(unet), guider.model.loras) if guider.model.loras else []
     with ctx.models.modifying(guider.model) as change, patched(unet, changes, change):
         out, denoised = sample_sigmas(
             sampling_model(guider.model, unet), samples, sigmas.sigmas, unit_noise,

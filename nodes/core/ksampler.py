@@ -22,7 +22,7 @@ def run_sampler(node, ctx, *, seed: int, steps, add_noise: bool = True) -> Laten
 
     unet = ctx.models.get(node.model)
     latent = node.latent_image
-    changes = matched(unet_key_map(unet), node.model.loras, lambda patch: patch.strength) if node.model.loras else []
+    changes = matched(unet_key_map(unet), node.model.loras) if node.model.loras else []
     with ctx.models.modifying(node.model) as change, patched(unet, changes, change):
         samples = sample(sampling_model(node.model, unet), latent.samples, positive=list(node.positive.entries),
                          negative=list(node.negative.entries), seed=seed, cfg=node.cfg,

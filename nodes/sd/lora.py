@@ -153,18 +153,23 @@ def clip_key_map(model, tower: str, family_name: str) -> dict[str, str]:
     return out
 
 
-def matched(key_map: dict[str, str], patches: tuple[LoraPatch, ...], strength_of) -> list[tuple[str, Adapter, float]]:
-    """(module, adapter, strength) for every adapter a key map resolves; the rest are logged."""
+TEXT_ENCODER_PREFIXES = ("lora_te_", "lora_te1_", "lora_te2_", "text_encoder.", "text_encoder_2.", "text_encoders.")
+
+
+def matched(key_map: dict[str, str], patches: tuple[LoraPatch, ...], text_encoder: bool = False
+            ) -> list[tuple[str, Adapter, float]]:
+    """(module, adapter, strength) for every adapter the key map resolves. UNet layers that match
+    nothing are logged (ComfyUI's "lora key not loaded"); the text encoders' layers belong to
+    the other pass, and on SDXL each tower sees only its own."""
     out = []
     for patch in patches:
-        strength = strength_of(patch)
-        if strength == 0:
+        if patch.strength == 0:
             continue
         skipped = 0
         for prefix, adapter in read_adapters(patch.path).items():
             if prefix in key_map:
-                out.append((key_map[prefix], adapter, strength))
-            else:
+                out.append((key_map[prefix], adapter, patch.strength))
+            elif not text_encoder and not prefix.startswith(TEXT_ENCODER_PREFIXES):
                 skipped += 1
         if skipped:
             log.warning("%s: %d LoRA layers match no weight of this model and are not applied (as in ComfyUI)",

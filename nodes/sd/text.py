@@ -43,7 +43,7 @@ def encode(ctx, clip: TextEncoders, texts: dict[str, str]):
         if layer is not None and -layer > model.config.num_hidden_layers:
             layer = None  # beyond the first layer: ComfyUI falls back to the last one
         changes = matched(clip_key_map(model, spec.name, clip.family_name), clip.loras,
-                          lambda patch: patch.strength) if clip.loras else []
+                          text_encoder=True) if clip.loras else []
         with ctx.models.modifying(tower) as change, patched(model, changes, change):
             tokens, pooled = encode_rows(model, rows, layer=layer, final_norm_on_hidden=spec.final_norm_on_hidden,
                                          projected_pool=spec.projected_pool, pad_token=spec.pad_token)
