@@ -16,7 +16,7 @@ import torch
 
 # torchsde warns when σ_max, rounded to float32 on its way in, lands a hair past the tree's end;
 # the increment is still right, and the message would print on every SDE run.
-warnings.filterwarnings("ignore", message="Should have t[ab]<=t1", category=UserWarning)
+warnings.filterwarnings("ignore", message="Should have t[ab]", category=UserWarning)
 
 NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
