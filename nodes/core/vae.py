@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,26 +29,11 @@ def _vae_files(vctx) -> list[str]:
 
 
 def read_state_dict(path: Path) -> dict:
-    """Tensors from a safetensors file, or a torch pickle loaded with weights_only=True. The format
-    is told by the content (safetensors opens with a length and a JSON header), not the name."""
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Every tensor of a safetensors file or of a torch pickle loaded with weights_only=True
+    (state_files.CheckpointFile tells the format by the content, not the name)."""
+    from .state_files import CheckpointFile
 
-    try:
-        with open(path, "rb") as file:
-            is_safetensors = file.read(9)[8:] == b"{"
-        if is_safetensors:
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, RuntimeError, ValueError, EOFError) as exc:
-        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - weights_only refusals come as UnpicklingError & co
-        # torch's message goes on to suggest weights_only=False; keep only what the file wanted
-        reason = re.search(r"WeightsUnpickler error: ([^.\n]*)", str(exc))
-        raise ModelLoadError(f"refused to load {path}: it is not a plain tensor file, nothing in it was run "
-                             f"({reason.group(1) if reason else type(exc).__name__})") from exc
-    return state.get("state_dict", state) if isinstance(state, dict) else {}
+    return CheckpointFile(path).tensors("")
 
 
 def vae_compute_dtype(device: str):
@@ -86,7 +70,7 @@ class VAE(EdgeValue):
         from .state_files import CheckpointFile
 
         path = Path(self.path)
-        state = CheckpointFile(path).tensors(self.prefix) if self.prefix else read_state_dict(path)
+        state = CheckpointFile(path).tensors(self.prefix)
         config = json.loads(SDXL_VAE_CONFIG.read_text())
         config = {k: v for k, v in config.items() if not k.startswith("_")}
         if "decoder.conv_in.weight" in state:  # LDM keys (sdxl.vae.safetensors, ComfyUI files)
