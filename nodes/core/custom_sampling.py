@@ -224,8 +224,7 @@ def run_custom(ctx, guider: Guider, noise: Noise, sampler: Sampler, sigmas: Sigm
 
     from ..sampling.ksampler import sample_sigmas
     from ..sampling.noise import initial_noise
-    from ..sd.lora import matched, patched, unet_key_map
-    from ..sd.models import sampling_model
+    from ..sd.lora import sampling_with_loras
 
     if problem := sampler_problem(sampler.name):
         raise ValueError(problem)
@@ -234,11 +233,9 @@ def run_custom(ctx, guider: Guider, noise: Noise, sampler: Sampler, sigmas: Sigm
     samples = latent.samples
     batch_index = list(latent.batch_index) if latent.batch_index else None
     unit_noise = torch.zeros_like(samples) if noise.seed is None else initial_noise(samples.shape, noise.seed, batch_index)
-    unet = ctx.models.get(guider.model)
-    changes = matched(unet_key_map(unet), guider.model.loras) if guider.model.loras else []
-    with ctx.models.modifying(guider.model) as change, patched(unet, changes, change):
+    with sampling_with_loras(ctx, guider.model) as model:
         out, denoised = sample_sigmas(
-            sampling_model(guider.model, unet), samples, sigmas.sigmas, unit_noise,
+            model, samples, sigmas.sigmas, unit_noise,
             positive=list(guider.positive.entries),
             negative=list(guider.negative.entries) if guider.negative is not None else [],
             seed=noise.seed or 0, cfg=guider.cfg, sampler_name=sampler.name, noise_mask=latent.noise_mask,

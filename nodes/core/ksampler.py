@@ -17,14 +17,11 @@ SchedulerName = Literal[SCHEDULERS]  # type: ignore[valid-type]
 
 def run_sampler(node, ctx, *, seed: int, steps, add_noise: bool = True) -> LatentOut:
     from ..sampling.ksampler import sample
-    from ..sd.lora import matched, patched, unet_key_map
-    from ..sd.models import sampling_model
+    from ..sd.lora import sampling_with_loras
 
-    unet = ctx.models.get(node.model)
     latent = node.latent_image
-    changes = matched(unet_key_map(unet), node.model.loras) if node.model.loras else []
-    with ctx.models.modifying(node.model) as change, patched(unet, changes, change):
-        samples = sample(sampling_model(node.model, unet), latent.samples, positive=list(node.positive.entries),
+    with sampling_with_loras(ctx, node.model) as model:
+        samples = sample(model, latent.samples, positive=list(node.positive.entries),
                          negative=list(node.negative.entries), seed=seed, cfg=node.cfg,
                          sampler_name=node.sampler_name, scheduler=node.scheduler, steps=steps,
                          add_noise=add_noise, noise_mask=latent.noise_mask,

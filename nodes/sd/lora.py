@@ -205,3 +205,15 @@ def patched(module, changes: list[tuple[str, Adapter, float]], change=None):
                 getattr(module.get_submodule(name), attribute).copy_(original)
         if change is not None:
             change.undone()
+
+
+@contextmanager
+def sampling_with_loras(ctx, handle):
+    """The model as the sampler sees it, its LoRAs patched in for the block (and undone after,
+    with the store told: an interrupted restore leaves the model marked for reloading)."""
+    from .models import sampling_model
+
+    unet = ctx.models.get(handle)
+    changes = matched(unet_key_map(unet), handle.loras) if handle.loras else []
+    with ctx.models.modifying(handle) as change, patched(unet, changes, change):
+        yield sampling_model(handle, unet)
