@@ -18,6 +18,7 @@ from typing import Any
 from engine import Link, ModelLoadError, Node, Widget
 from engine.settings import Settings, UnsafePathError
 
+from ..core.ldm_keys import unet_ldm_names
 from ..core.vae import read_state_dict
 from .loaders import KolorsModelOut
 from .models import KolorsModel, LoraSpec
@@ -101,15 +102,8 @@ def _flat(name: str) -> str:
 def _sgm_prefixes(unet) -> dict[str, str]:
     """kohya names for SDXL follow the original (SGM) UNet: `input_blocks_4_1` is diffusers'
     `down_blocks.1.attentions.0`. {diffusers attention prefix: SGM flat prefix}."""
-    per_block = unet.config.layers_per_block
-    prefixes = {"mid_block.attentions.0": "middle_block_1"}
-    for b, block in enumerate(unet.down_blocks):
-        for i in range(len(getattr(block, "attentions", ()))):
-            prefixes[f"down_blocks.{b}.attentions.{i}"] = f"input_blocks_{1 + b * (per_block + 1) + i}_1"
-    for b, block in enumerate(unet.up_blocks):
-        for i in range(len(getattr(block, "attentions", ()))):
-            prefixes[f"up_blocks.{b}.attentions.{i}"] = f"output_blocks_{b * (per_block + 1) + i}_1"
-    return prefixes
+    names = unet_ldm_names(dict(unet.config))
+    return {ours: theirs.replace(".", "_") for ours, theirs in names.items() if ".attentions." in ours}
 
 
 def linear_names(unet) -> dict[str, str]:
