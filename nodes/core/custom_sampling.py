@@ -7,7 +7,7 @@ from typing import Any, Literal
 from engine import EdgeValue, Link, Node, NodeOutput, Widget
 
 from ..sampling.conditioning import Conditioning
-from ..sampling.names import SAMPLER_NAMES, SCHEDULERS, sampler_problem
+from ..sampling.names import SAMPLER_NAMES, SCHEDULERS
 from ..sd.models import DiffusionModel
 from ..types import Latent
 
@@ -76,7 +76,7 @@ class KSamplerSelect(Node):
     display_name = "KSamplerSelect"
     category = "sampling/custom_sampling/samplers"
 
-    sampler_name: Literal[SAMPLER_NAMES] = Widget("euler", check=sampler_problem)  # type: ignore[valid-type]
+    sampler_name: Literal[SAMPLER_NAMES] = Widget("euler")  # type: ignore[valid-type]
 
     def execute(self, ctx) -> SamplerOut:
         return SamplerOut(Sampler(self.sampler_name))
@@ -226,8 +226,6 @@ def run_custom(ctx, guider: Guider, noise: Noise, sampler: Sampler, sigmas: Sigm
     from ..sampling.noise import initial_noise
     from ..sd.lora import sampling_with_loras
 
-    if problem := sampler_problem(sampler.name):
-        raise ValueError(problem)
     if len(sigmas.sigmas) <= 1:  # nothing to run
         return TwoLatents(latent, latent)
     samples = latent.samples

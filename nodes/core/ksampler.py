@@ -6,7 +6,7 @@ from typing import Literal
 from engine import Link, Node, Widget
 
 from ..sampling.conditioning import Conditioning
-from ..sampling.names import SAMPLER_NAMES, SCHEDULERS, sampler_problem
+from ..sampling.names import SAMPLER_NAMES, SCHEDULERS
 from ..sd.models import DiffusionModel
 from ..types import Latent
 from .latent import LatentOut
@@ -41,7 +41,7 @@ class KSampler(Node):
     seed: int = Widget(0, ge=0, le=2**64 - 1)
     steps: int = Widget(20, ge=1, le=10000)
     cfg: float = Widget(8.0, ge=0.0, le=100.0, step=0.1)
-    sampler_name: SamplerName = Widget("euler", check=sampler_problem)
+    sampler_name: SamplerName = Widget("euler")
     scheduler: SchedulerName = Widget("simple")
     positive: Conditioning = Link()
     negative: Conditioning = Link()
@@ -66,7 +66,7 @@ class KSamplerAdvanced(Node):
     noise_seed: int = Widget(0, ge=0, le=2**64 - 1)
     steps: int = Widget(20, ge=1, le=10000)
     cfg: float = Widget(8.0, ge=0.0, le=100.0, step=0.1)
-    sampler_name: SamplerName = Widget("euler", check=sampler_problem)
+    sampler_name: SamplerName = Widget("euler")
     scheduler: SchedulerName = Widget("simple")
     positive: Conditioning = Link()
     negative: Conditioning = Link()

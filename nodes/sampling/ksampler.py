@@ -109,7 +109,7 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         step_estimates.clear()
         on_step(done, total)
 
-    ctx = SamplingContext(seed=seed, on_step=stepped, uncond=guided.uncond,
+    ctx = SamplingContext(seed=seed, on_step=stepped, uncond=guided.uncond, percent_to_sigma=ms.percent_to_sigma,
                           noise_scaling=lambda sigma, n, lat: ms.noise_scaling(sigma, n, lat))
     with torch.inference_mode():
         x = SAMPLERS[sampler_name](recording, x, sigmas, ctx)

@@ -18,22 +18,6 @@ SCHEDULERS = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", 
 # These compute one step more and drop the second-to-last σ.
 DISCARD_PENULTIMATE_SIGMA = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
 
-# What run-graph runs today (samplers.SAMPLERS; a test keeps the two equal). The other names
-# are refused at validation, by name, rather than run as something else.
-IMPLEMENTED = frozenset({
-    "euler", "ddim", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2s_ancestral",
-    "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun",
-    "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "lcm", "ddpm", "ipndm", "uni_pc", "uni_pc_bh2",
-    "heunpp2", "res_multistep", "res_multistep_ancestral", "euler_cfg_pp", "er_sde",
-    "dpm_fast", "dpm_adaptive", "gradient_estimation",
-})
-
 # Samplers that read the unconditional prediction: the negative is evaluated even at cfg 1.
-NEEDS_UNCOND = frozenset({"euler_cfg_pp"})
+NEEDS_UNCOND = frozenset(name for name in SAMPLER_NAMES if name.endswith("_cfg_pp"))
 
-
-def sampler_problem(name, vctx=None) -> str | None:
-    """Validation message for a listed sampler name that run-graph cannot run yet."""
-    if name in SAMPLER_NAMES and name not in IMPLEMENTED:
-        return f"sampler {name!r} is not implemented in run-graph yet; implemented: {', '.join(sorted(IMPLEMENTED))}"
-    return None

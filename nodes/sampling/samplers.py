@@ -6,66 +6,23 @@ A sampler is `fn(denoise, x, sigmas, ctx) -> x`; `ctx` supplies noise and step c
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from .adams import deis, ipndm_v
+from .base import Denoiser, SamplingContext, ancestral_step, lambda_of, sigma_batch, sigma_of, to_d
+from .cfg_pp import dpmpp_2m_cfg_pp, dpmpp_2s_ancestral_cfg_pp, euler_ancestral_cfg_pp
 from .dpm_solver import dpm_adaptive, dpm_fast
-from .noise import BrownianTreeNoiseSampler, NoiseSampler, device_noise_sampler
+from .sa_solver import sa_solver, sa_solver_pece
+from .seeds import seeds_2, seeds_3
 from .unipc import uni_pc
-
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, σ per image) -> x0 estimate
-
-
-@dataclass
-class SamplingContext:
-    seed: int
-    on_step: Callable[[int, int], None] = lambda done, total: None
-    # Some samplers (lcm) re-noise through the model's parameterisation.
-    noise_scaling: Callable | None = None
-    # A test or a custom noise node may supply its own source.
-    noise_sampler: NoiseSampler | None = None
-    # CFG++ samplers read the unconditional x0 estimate of the last denoiser call
-    uncond: Callable[[], torch.Tensor] | None = None
-
-    def step_noise(self, x: torch.Tensor) -> NoiseSampler:
-        return self.noise_sampler or device_noise_sampler(x, self.seed)
-
-    def brownian_noise(self, x, sigmas, on_cpu: bool) -> NoiseSampler:
-        if self.noise_sampler is not None:
-            return self.noise_sampler
-        return BrownianTreeNoiseSampler(x, sigmas[sigmas > 0].min(), sigmas.max(), self.seed, on_cpu=on_cpu)
-
-
-def _batch(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    return sigma * x.new_ones([x.shape[0]])
-
-
-def _to_d(x, sigma, denoised):
-    return (x - denoised) / sigma
-
-
-def ancestral_step(sigma, sigma_next, eta: float = 1.0):
-    """Split the step to σ' into a deterministic part down to σ↓ and fresh noise of size σ↑."""
-    if not eta:
-        return sigma_next, torch.zeros_like(sigma_next)
-    sigma_up = torch.minimum(sigma_next, eta * (sigma_next ** 2 * (sigma ** 2 - sigma_next ** 2) / sigma ** 2) ** 0.5)
-    return (sigma_next ** 2 - sigma_up ** 2) ** 0.5, sigma_up
-
-
-def _t(sigma):  # DPM-Solver's λ = −ln σ
-    return sigma.log().neg()
-
-
-def _sigma(t):
-    return t.neg().exp()
 
 
 def euler(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, _batch(x, sigmas[i]))
-        x = x + _to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        x = x + to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
         ctx.on_step(i + 1, len(sigmas) - 1)
     return x
 
@@ -73,12 +30,12 @@ def euler(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
 def euler_ancestral(denoise: Denoiser, x, sigmas, ctx: SamplingContext, eta: float = 1.0, s_noise: float = 1.0):
     noise = ctx.step_noise(x)
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, _batch(x, sigmas[i]))
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         if sigma_down == 0:
             x = denoised
         else:
-            x = x + _to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+            x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
             x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
         ctx.on_step(i + 1, len(sigmas) - 1)
     return x
@@ -86,14 +43,14 @@ def euler_ancestral(denoise: Denoiser, x, sigmas, ctx: SamplingContext, eta: flo
 
 def heun(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, _batch(x, sigmas[i]))
-        d = _to_d(x, sigmas[i], denoised)
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        d = to_d(x, sigmas[i], denoised)
         dt = sigmas[i + 1] - sigmas[i]
         if sigmas[i + 1] == 0:  # the last step is plain Euler
             x = x + d * dt
         else:
             x_next = x + d * dt
-            d_next = _to_d(x_next, sigmas[i + 1], denoise(x_next, _batch(x, sigmas[i + 1])))
+            d_next = to_d(x_next, sigmas[i + 1], denoise(x_next, sigma_batch(x, sigmas[i + 1])))
             x = x + (d + d_next) / 2 * dt
         ctx.on_step(i + 1, len(sigmas) - 1)
     return x
@@ -101,14 +58,14 @@ def heun(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
 
 def dpm_2(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, _batch(x, sigmas[i]))
-        d = _to_d(x, sigmas[i], denoised)
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        d = to_d(x, sigmas[i], denoised)
         if sigmas[i + 1] == 0:
             x = x + d * (sigmas[i + 1] - sigmas[i])
         else:
             sigma_mid = sigmas[i].log().lerp(sigmas[i + 1].log(), 0.5).exp()
             x_mid = x + d * (sigma_mid - sigmas[i])
-            d_mid = _to_d(x_mid, sigma_mid, denoise(x_mid, _batch(x, sigma_mid)))
+            d_mid = to_d(x_mid, sigma_mid, denoise(x_mid, sigma_batch(x, sigma_mid)))
             x = x + d_mid * (sigmas[i + 1] - sigmas[i])
         ctx.on_step(i + 1, len(sigmas) - 1)
     return x
@@ -117,15 +74,15 @@ def dpm_2(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
 def dpm_2_ancestral(denoise: Denoiser, x, sigmas, ctx: SamplingContext, eta: float = 1.0, s_noise: float = 1.0):
     noise = ctx.step_noise(x)
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, _batch(x, sigmas[i]))
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        d = _to_d(x, sigmas[i], denoised)
+        d = to_d(x, sigmas[i], denoised)
         if sigma_down == 0:
             x = x + d * (sigma_down - sigmas[i])
         else:
             sigma_mid = sigmas[i].log().lerp(sigma_down.log(), 0.5).exp()
             x_mid = x + d * (sigma_mid - sigmas[i])
-            d_mid = _to_d(x_mid, sigma_mid, denoise(x_mid, _batch(x, sigma_mid)))
+            d_mid = to_d(x_mid, sigma_mid, denoise(x_mid, sigma_batch(x, sigma_mid)))
             x = x + d_mid * (sigma_down - sigmas[i])
             x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
         ctx.on_step(i + 1, len(sigmas) - 1)
@@ -149,7 +106,7 @@ def lms(denoise: Denoiser, x, sigmas, ctx: SamplingContext, order: int = 4):
     sigmas_cpu = sigmas.detach().cpu().numpy()
     history = []
     for i in range(len(sigmas) - 1):
-        history.append(_to_d(x, sigmas[i], denoise(x, _batch(x, sigmas[i]))))
+        history.append(to_d(x, sigmas[i], denoise(x, sigma_batch(x, sigmas[i]))))
         if len(history) > order:
             history.pop(0)
         current = min(i + 1, order)
@@ -162,17 +119,17 @@ def lms(denoise: Denoiser, x, sigmas, ctx: SamplingContext, order: int = 4):
 def dpmpp_2s_ancestral(denoise: Denoiser, x, sigmas, ctx: SamplingContext, eta: float = 1.0, s_noise: float = 1.0):
     noise = ctx.step_noise(x)
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, _batch(x, sigmas[i]))
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         if sigma_down == 0:
-            x = x + _to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+            x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
         else:
-            t, t_next = _t(sigmas[i]), _t(sigma_down)
+            t, t_next = lambda_of(sigmas[i]), lambda_of(sigma_down)
             h = t_next - t
             s = t + h / 2
-            x_mid = (_sigma(s) / _sigma(t)) * x - (-h / 2).expm1() * denoised
-            denoised_mid = denoise(x_mid, _batch(x, _sigma(s)))
-            x = (_sigma(t_next) / _sigma(t)) * x - (-h).expm1() * denoised_mid
+            x_mid = (sigma_of(s) / sigma_of(t)) * x - (-h / 2).expm1() * denoised
+            denoised_mid = denoise(x_mid, sigma_batch(x, sigma_of(s)))
+            x = (sigma_of(t_next) / sigma_of(t)) * x - (-h).expm1() * denoised_mid
         if sigmas[i + 1] > 0:
             x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
         ctx.on_step(i + 1, len(sigmas) - 1)
@@ -183,25 +140,25 @@ def dpmpp_sde(denoise: Denoiser, x, sigmas, ctx: SamplingContext, eta: float = 1
               r: float = 0.5, on_cpu: bool = True):
     noise = ctx.brownian_noise(x, sigmas, on_cpu)
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, _batch(x, sigmas[i]))
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
         if sigmas[i + 1] == 0:
-            x = x + _to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
+            x = x + to_d(x, sigmas[i], denoised) * (sigmas[i + 1] - sigmas[i])
         else:
-            t, t_next = _t(sigmas[i]), _t(sigmas[i + 1])
+            t, t_next = lambda_of(sigmas[i]), lambda_of(sigmas[i + 1])
             h = t_next - t
             s = t + h * r
             # stage 1: to λ = s, ancestrally
-            sigma_down, sigma_up = ancestral_step(_sigma(t), _sigma(s), eta)
-            s_down = _t(sigma_down)
-            x_mid = (_sigma(s_down) / _sigma(t)) * x - (t - s_down).expm1() * denoised
-            x_mid = x_mid + noise(_sigma(t), _sigma(s)) * s_noise * sigma_up
-            denoised_mid = denoise(x_mid, _batch(x, _sigma(s)))
+            sigma_down, sigma_up = ancestral_step(sigma_of(t), sigma_of(s), eta)
+            s_down = lambda_of(sigma_down)
+            x_mid = (sigma_of(s_down) / sigma_of(t)) * x - (t - s_down).expm1() * denoised
+            x_mid = x_mid + noise(sigma_of(t), sigma_of(s)) * s_noise * sigma_up
+            denoised_mid = denoise(x_mid, sigma_batch(x, sigma_of(s)))
             # stage 2: the whole step with the blended estimate
-            sigma_down, sigma_up = ancestral_step(_sigma(t), _sigma(t_next), eta)
-            t_down = _t(sigma_down)
+            sigma_down, sigma_up = ancestral_step(sigma_of(t), sigma_of(t_next), eta)
+            t_down = lambda_of(sigma_down)
             blended = (1 - 1 / (2 * r)) * denoised + (1 / (2 * r)) * denoised_mid
-            x = (_sigma(t_down) / _sigma(t)) * x - (t - t_down).expm1() * blended
-            x = x + noise(_sigma(t), _sigma(t_next)) * s_noise * sigma_up
+            x = (sigma_of(t_down) / sigma_of(t)) * x - (t - t_down).expm1() * blended
+            x = x + noise(sigma_of(t), sigma_of(t_next)) * s_noise * sigma_up
         ctx.on_step(i + 1, len(sigmas) - 1)
     return x
 
@@ -209,15 +166,15 @@ def dpmpp_sde(denoise: Denoiser, x, sigmas, ctx: SamplingContext, eta: float = 1
 def dpmpp_2m(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
     previous = None
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, _batch(x, sigmas[i]))
-        t, t_next = _t(sigmas[i]), _t(sigmas[i + 1])
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        t, t_next = lambda_of(sigmas[i]), lambda_of(sigmas[i + 1])
         h = t_next - t
         if previous is None or sigmas[i + 1] == 0:
             estimate = denoised
         else:
-            r = (t - _t(sigmas[i - 1])) / h
+            r = (t - lambda_of(sigmas[i - 1])) / h
             estimate = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous
-        x = (_sigma(t_next) / _sigma(t)) * x - (-h).expm1() * estimate
+        x = (sigma_of(t_next) / sigma_of(t)) * x - (-h).expm1() * estimate
         previous = denoised
         ctx.on_step(i + 1, len(sigmas) - 1)
     return x
@@ -228,7 +185,7 @@ def dpmpp_2m_sde(denoise: Denoiser, x, sigmas, ctx: SamplingContext, eta: float 
     noise = ctx.brownian_noise(x, sigmas, on_cpu)
     previous, h_last = None, None
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, _batch(x, sigmas[i]))
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
         h = None
         if sigmas[i + 1] == 0:
             x = denoised
@@ -255,7 +212,7 @@ def dpmpp_3m_sde(denoise: Denoiser, x, sigmas, ctx: SamplingContext, eta: float 
     denoised_1 = denoised_2 = None
     h = h_1 = h_2 = None
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, _batch(x, sigmas[i]))
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
         if sigmas[i + 1] == 0:
             x = denoised
         else:
@@ -283,7 +240,7 @@ def dpmpp_3m_sde(denoise: Denoiser, x, sigmas, ctx: SamplingContext, eta: float 
 def lcm(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
     noise = ctx.step_noise(x)
     for i in range(len(sigmas) - 1):
-        x = denoise(x, _batch(x, sigmas[i]))
+        x = denoise(x, sigma_batch(x, sigmas[i]))
         if sigmas[i + 1] > 0:
             x = ctx.noise_scaling(sigmas[i + 1], noise(sigmas[i], sigmas[i + 1]), x)
         ctx.on_step(i + 1, len(sigmas) - 1)
@@ -295,7 +252,7 @@ def ddpm(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
     noise = ctx.step_noise(x)
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        eps = (x - denoise(x, _batch(x, sigma))) / sigma
+        eps = (x - denoise(x, sigma_batch(x, sigma))) / sigma
         x_vp = x / torch.sqrt(1.0 + sigma ** 2)
         alpha_bar, alpha_bar_next = 1 / (sigma ** 2 + 1), 1 / (sigma_next ** 2 + 1)
         alpha = alpha_bar / alpha_bar_next
@@ -316,8 +273,8 @@ def ipndm(denoise: Denoiser, x, sigmas, ctx: SamplingContext, max_order: int = 4
     last step."""
     history: list[torch.Tensor] = []  # newest first
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, _batch(x, sigmas[i]))
-        d = _to_d(x, sigmas[i], denoised)
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        d = to_d(x, sigmas[i], denoised)
         order = min(max_order, i + 1)
         if sigmas[i + 1] == 0:
             x = denoised
@@ -336,29 +293,31 @@ def heunpp2(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
     end = sigmas[-1]
     for i in range(len(sigmas) - 1):
         sigma = sigmas[i]
-        d = _to_d(x, sigma, denoise(x, _batch(x, sigma)))
+        d = to_d(x, sigma, denoise(x, sigma_batch(x, sigma)))
         dt = sigmas[i + 1] - sigma
         if sigmas[i + 1] == end:
             x = x + d * dt
         elif sigmas[i + 2] == end:
             x_2 = x + d * dt
-            d_2 = _to_d(x_2, sigmas[i + 1], denoise(x_2, _batch(x, sigmas[i + 1])))
+            d_2 = to_d(x_2, sigmas[i + 1], denoise(x_2, sigma_batch(x, sigmas[i + 1])))
             w2 = sigmas[i + 1] / (2 * sigmas[0])
             x = x + (d * (1 - w2) + d_2 * w2) * dt
         else:
             x_2 = x + d * dt
-            d_2 = _to_d(x_2, sigmas[i + 1], denoise(x_2, _batch(x, sigmas[i + 1])))
+            d_2 = to_d(x_2, sigmas[i + 1], denoise(x_2, sigma_batch(x, sigmas[i + 1])))
             x_3 = x_2 + d_2 * (sigmas[i + 2] - sigmas[i + 1])
-            d_3 = _to_d(x_3, sigmas[i + 2], denoise(x_3, _batch(x, sigmas[i + 2])))
+            d_3 = to_d(x_3, sigmas[i + 2], denoise(x_3, sigma_batch(x, sigmas[i + 2])))
             w2, w3 = sigmas[i + 1] / (3 * sigmas[0]), sigmas[i + 2] / (3 * sigmas[0])
             x = x + (d * (1 - w2 - w3) + d_2 * w2 + d_3 * w3) * dt
         ctx.on_step(i + 1, len(sigmas) - 1)
     return x
 
 
-def res_multistep(denoise: Denoiser, x, sigmas, ctx: SamplingContext, eta: float = 0.0, s_noise: float = 1.0):
+def res_multistep(denoise: Denoiser, x, sigmas, ctx: SamplingContext, eta: float = 0.0, s_noise: float = 1.0,
+                  cfg_pp: bool = False):
     """RES second-order multistep (Zhang et al. 2023) in λ = −ln σ; Euler for the first step and
-    when the step ends at σ↓ = 0. `eta` > 0 is the ancestral variant."""
+    when the step ends at σ↓ = 0. `eta` > 0 is the ancestral variant; `cfg_pp` steps along the
+    unconditional estimate from x shifted by the guidance."""
     noise = ctx.step_noise(x) if eta else None
     old_denoised = old_sigma_down = None
 
@@ -369,20 +328,26 @@ def res_multistep(denoise: Denoiser, x, sigmas, ctx: SamplingContext, eta: float
         return (phi1(t) - 1.0) / t
 
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, _batch(x, sigmas[i]))
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        direction = ctx.uncond() if cfg_pp else denoised
         sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta)
         if sigma_down == 0 or old_denoised is None:
-            x = x + _to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+            if cfg_pp:
+                x = denoised + to_d(x, sigmas[i], direction) * sigma_down
+            else:
+                x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
         else:
-            t, t_old, t_next, t_prev = _t(sigmas[i]), _t(old_sigma_down), _t(sigma_down), _t(sigmas[i - 1])
+            t, t_old, t_next, t_prev = lambda_of(sigmas[i]), lambda_of(old_sigma_down), lambda_of(sigma_down), lambda_of(sigmas[i - 1])
             h = t_next - t
             c2 = (t_prev - t_old) / h
             b1 = torch.nan_to_num(phi1(-h) - phi2(-h) / c2, nan=0.0)
             b2 = torch.nan_to_num(phi2(-h) / c2, nan=0.0)
-            x = _sigma(h) * x + h * (b1 * denoised + b2 * old_denoised)
+            if cfg_pp:
+                x = x + (denoised - direction)
+            x = sigma_of(h) * x + h * (b1 * direction + b2 * old_denoised)
         if eta and sigmas[i + 1] > 0:
             x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-        old_denoised, old_sigma_down = denoised, sigma_down
+        old_denoised, old_sigma_down = direction, sigma_down
         ctx.on_step(i + 1, len(sigmas) - 1)
     return x
 
@@ -391,8 +356,8 @@ def euler_cfg_pp(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
     """CFG++ Euler: the step direction comes from the unconditional prediction, the landing point
     from the guided one (x = D + d_uncond·σ')."""
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, _batch(x, sigmas[i]))
-        d = _to_d(x, sigmas[i], ctx.uncond())
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        d = to_d(x, sigmas[i], ctx.uncond())
         x = denoised + d * sigmas[i + 1]
         ctx.on_step(i + 1, len(sigmas) - 1)
     return x
@@ -410,7 +375,7 @@ def er_sde(denoise: Denoiser, x, sigmas, ctx: SamplingContext, s_noise: float = 
     points = torch.arange(0, 200.0, dtype=torch.float32, device=x.device)
     old_denoised = old_slope = None
     for i in range(len(sigmas) - 1):
-        denoised = denoise(x, _batch(x, sigmas[i]))
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
         stage = min(max_stage, i + 1)
         if sigmas[i + 1] == 0:
             x = denoised
@@ -438,14 +403,22 @@ def er_sde(denoise: Denoiser, x, sigmas, ctx: SamplingContext, s_noise: float = 
     return x
 
 
-def gradient_estimation(denoise: Denoiser, x, sigmas, ctx: SamplingContext, ge_gamma: float = 2.0):
-    """Gradient estimation (Permenter & Yuan): Euler first, then the slope extrapolated from the
-    last two, d̄ = γ·d + (1 − γ)·d_prev."""
+def gradient_estimation(denoise: Denoiser, x, sigmas, ctx: SamplingContext, ge_gamma: float = 2.0,
+                        cfg_pp: bool = False):
+    """Gradient estimation (Permenter & Yuan): an Euler step plus (γ − 1)·(d − d_prev)·dt from the
+    second step on; the last step lands on D. With `cfg_pp` the slope is the unconditional one
+    and the Euler part lands from D."""
     previous = None
     for i in range(len(sigmas) - 1):
-        d = _to_d(x, sigmas[i], denoise(x, _batch(x, sigmas[i])))
-        slope = d if previous is None else ge_gamma * d + (1 - ge_gamma) * previous
-        x = x + slope * (sigmas[i + 1] - sigmas[i])
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        d = to_d(x, sigmas[i], ctx.uncond() if cfg_pp else denoised)
+        dt = sigmas[i + 1] - sigmas[i]
+        if sigmas[i + 1] == 0:
+            x = denoised
+        else:
+            x = denoised + d * sigmas[i + 1] if cfg_pp else x + d * dt
+            if previous is not None:
+                x = x + (ge_gamma - 1) * (d - previous) * dt
         previous = d
         ctx.on_step(i + 1, len(sigmas) - 1)
     return x
@@ -479,9 +452,21 @@ SAMPLERS: dict[str, Callable] = {
     "heunpp2": heunpp2,
     "res_multistep": res_multistep,
     "res_multistep_ancestral": _sde(res_multistep, eta=1.0),
+    "res_multistep_cfg_pp": _sde(res_multistep, cfg_pp=True),
+    "res_multistep_ancestral_cfg_pp": _sde(res_multistep, eta=1.0, cfg_pp=True),
     "euler_cfg_pp": euler_cfg_pp,
+    "euler_ancestral_cfg_pp": euler_ancestral_cfg_pp,
+    "dpmpp_2s_ancestral_cfg_pp": dpmpp_2s_ancestral_cfg_pp,
+    "dpmpp_2m_cfg_pp": dpmpp_2m_cfg_pp,
     "er_sde": er_sde,
     "gradient_estimation": gradient_estimation,
+    "gradient_estimation_cfg_pp": _sde(gradient_estimation, cfg_pp=True),
+    "ipndm_v": ipndm_v,
+    "deis": deis,
+    "seeds_2": seeds_2,
+    "seeds_3": seeds_3,
+    "sa_solver": sa_solver,
+    "sa_solver_pece": sa_solver_pece,
     "dpm_fast": dpm_fast,
     "dpm_adaptive": dpm_adaptive,
     "uni_pc": uni_pc,
