@@ -15,6 +15,7 @@ from .core.latent import (EmptyLatentImage, LatentComposite, LatentFromBatch, La
                           RepeatLatentBatch, SetLatentNoiseMask)
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
                               PrimitiveStringMultiline)
+from .core.upscale_model import ImageUpscaleWithModel, UpscaleModelLoader
 from .core.vae import VAEDecode, VAEEncode, VAEEncodeForInpaint, VAELoader
 from .kolors.loaders import DownloadAndLoadChatGLM3, DownloadAndLoadKolorsModel
 from .kolors.lora import KolorsLoraLoaderModelOnly, LoadKolorsLoRA
@@ -40,5 +41,5 @@ ALL_NODES = [
     ThresholdMask, MaskComposite, FeatherMask, GrowMask, LoraLoader, LoraLoaderModelOnly,
     KSamplerSelect, BasicScheduler, KarrasScheduler, ExponentialScheduler, SDTurboScheduler, SplitSigmas,
     RandomNoise, DisableNoise, CFGGuider, BasicGuider, SamplerCustom, SamplerCustomAdvanced,
-    UNETLoader, CLIPLoader, DualCLIPLoader,
+    UNETLoader, CLIPLoader, DualCLIPLoader, UpscaleModelLoader, ImageUpscaleWithModel,
 ]

@@ -1,11 +1,12 @@
 """make-tiny-models: every tiny random-weight model the tests and examples use, in ComfyUI's
-models layout (Kolors folders, SD1.5/SDXL single-file checkpoints)."""
+models layout (Kolors folders, SD1.5/SDXL single-file checkpoints, an ESRGAN upscaler)."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
+from .core.tiny_upscaler import write_tiny_esrgan
 from .kolors.tiny import make_tiny_models as make_tiny_kolors
 from .sd.tiny import make_tiny_checkpoints
 
@@ -13,6 +14,7 @@ from .sd.tiny import make_tiny_checkpoints
 def make_tiny_models(root: Path, seed: int = 0) -> Path:
     make_tiny_kolors(Path(root), seed)
     make_tiny_checkpoints(Path(root), seed)
+    write_tiny_esrgan(Path(root) / "upscale_models" / "tiny_esrgan_x4.safetensors", seed)
     return Path(root)
 
 

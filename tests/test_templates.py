@@ -1,6 +1,6 @@
 """ComfyUI's own templates whose node types are all built in: those of the package ComfyUI 0.3.64
 pins (comfyui-workflow-templates 0.1.95: default, img2img, inpainting, outpainting, LoRA,
-embeddings, hires fix, area composition, SDXL, SDXL-turbo…) and of the newer
+embeddings, hires fix, area composition, SDXL, SDXL-turbo, ESRGAN upscaling…) and of the newer
 comfyui-workflow-templates-json. Each validates with only missing-model errors; the SD ones then
 run on the tiny models, installed under the names the template asks for."""
 from __future__ import annotations
@@ -51,7 +51,8 @@ def test_the_classic_templates_are_covered():
     assert {"sdxl_simple_example.json", "sdxlturbo_example.json", "sdxl_refiner_prompt_example.json", "default.json",
             "image2image.json", "inpaint_example.json", "inpaint_model_outpainting.json", "lora.json",
             "lora_multiple.json", "embedding_example.json", "hiresfix_latent_workflow.json",
-            "area_composition.json", "latent_upscale_different_prompt_model.json"} <= names
+            "area_composition.json", "latent_upscale_different_prompt_model.json", "esrgan_example.json",
+            "hiresfix_esrgan_workflow.json"} <= names
 
 
 def _install(error, tiny: Path, models: Path, inputs: Path) -> None:
@@ -62,6 +63,8 @@ def _install(error, tiny: Path, models: Path, inputs: Path) -> None:
         target, origin = models / "checkpoints" / wanted, tiny / "checkpoints" / f"{source}.safetensors"
     elif error.input == "lora_name":
         target, origin = models / "loras" / wanted, tiny / "loras" / "tiny_sd15_kohya.safetensors"
+    elif error.input == "model_name" and error.node_type == "UpscaleModelLoader":
+        target, origin = models / "upscale_models" / wanted, tiny / "upscale_models" / "tiny_esrgan_x4.safetensors"
     elif error.input == "vae_name":
         target, origin = models / "vae" / wanted, tiny / "vae" / "tiny_sdxl_vae.safetensors"
     elif error.input == "image":
@@ -87,6 +90,8 @@ def _small(workflow: dict) -> None:
             values[1:3] = [96, 96]
         elif node["type"] == "ConditioningSetArea":
             values[:4] = [64, 64, 0, 0]
+        elif node["type"] == "ImageScale":
+            values[1:3] = [96, 96]
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
@@ -106,7 +111,8 @@ def test_template_validates_with_only_missing_models_and_runs_on_tiny_models(tem
     assert errors and len(missing_inputs) + len(models_missing) == len(errors), errors
     # a checkpoint of the SD families is run on a tiny one of the same family; other families
     # (UNet and text-encoder files of models run-graph does not have) are only validated
-    if any(e.node_type not in ("CheckpointLoaderSimple", "CheckpointLoader", "LoraLoader", "VAELoader")
+    if any(e.node_type not in ("CheckpointLoaderSimple", "CheckpointLoader", "LoraLoader", "VAELoader",
+                               "UpscaleModelLoader")
            for e in models_missing):
         return
     for error in errors:

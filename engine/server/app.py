@@ -389,7 +389,6 @@ def comfy_errors(errors: list, prompt: dict) -> dict:
 # deprecated (hidden) entry; a prompt using one is still refused by validation, by name.
 FRONTEND_EXPECTED = {"ImageOnlyCheckpointLoader": ("ckpt_name", ["MODEL", "CLIP_VISION", "VAE"]),
                      "ControlNetLoader": ("control_net_name", ["CONTROL_NET"]),
-                     "UpscaleModelLoader": ("model_name", ["UPSCALE_MODEL"]),
                      "StyleModelLoader": ("style_model_name", ["STYLE_MODEL"]),
                      "GLIGENLoader": ("gligen_name", ["GLIGEN"])}
 

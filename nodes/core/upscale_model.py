@@ -1,0 +1,235 @@
+"""UpscaleModelLoader and ImageUpscaleWithModel: super-resolution models (ESRGAN, SwinIR, DAT,
+…) recognised and built by spandrel, run in 512-pixel tiles with 32-pixel feathered overlaps as
+ComfyUI runs them."""
+from __future__ import annotations
+
+import itertools
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import EdgeValue, Link, ModelLoadError, Node, NodeOutput, Widget
+
+from ..types import Image
+from .vae import ImageOut, model_files
+
+UPSCALE_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
+TILE, OVERLAP, SMALLEST_TILE = 512, 32, 128
+# spandrel imports these two torchvision functions at import time, for LaMa and RestoreFormer only
+NEEDS_TORCHVISION = frozenset({"LaMa", "RestoreFormer"})
+
+
+def _upscale_files(vctx) -> list[str]:
+    return model_files(vctx.settings, "upscale_models", UPSCALE_EXTENSIONS)
+
+
+def import_spandrel():
+    """spandrel, even where torchvision cannot be imported (a CPU-only torch next to PyPI's CUDA
+    torchvision, or none at all): its package imports `rotate` and `normalize` from torchvision
+    for two architectures. Those get stand-ins that refuse to run, present only while spandrel
+    imports; every other architecture needs nothing from torchvision."""
+    if "spandrel" in sys.modules:
+        return sys.modules["spandrel"]
+    try:
+        import torchvision  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - a broken install raises RuntimeError, not ImportError
+        reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+        with _torchvision_stand_in(reason):
+            return _import_spandrel_module()
+    return _import_spandrel_module()
+
+
+def _import_spandrel_module():
+    try:
+        import spandrel
+    except ImportError as exc:
+        raise ModelLoadError("upscale models need the spandrel package: pip install spandrel "
+                             "(with a CPU-only torch: pip install --no-deps spandrel einops)") from exc
+    return spandrel
+
+
+class _torchvision_stand_in:
+    def __init__(self, reason: str):
+        self.reason = reason
+        self.names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
+
+    def __enter__(self):
+        import enum
+
+        def refuse(*args, **kwargs):
+            raise ModelLoadError(f"this upscale model's architecture needs torchvision, which cannot be "
+                                 f"imported here ({self.reason})")
+
+        functional = types.ModuleType("torchvision.transforms.functional")
+        functional.rotate = functional.normalize = refuse
+        functional.InterpolationMode = enum.Enum("InterpolationMode", "NEAREST BILINEAR BICUBIC")
+        transforms = types.ModuleType("torchvision.transforms")
+        transforms.functional = functional
+        package = types.ModuleType("torchvision")
+        package.transforms = transforms
+        self.saved = {name: sys.modules.get(name) for name in self.names}
+        sys.modules.update(zip(self.names, (package, transforms, functional)))
+        return self
+
+    def __exit__(self, *exc):
+        for name, module in self.saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+        return False
+
+
+@dataclass(frozen=True)
+class UpscaleModel(EdgeValue):
+    """A handle: the file and where to run it. `ctx.models.get(handle)` gives loaded_upscaler's module."""
+
+    comfy_type = "UPSCALE_MODEL"
+    path: str
+    device: str
+
+    @property
+    def cache_key(self):
+        return ("upscale_model", self.path, self.device)
+
+    def estimated_bytes(self) -> int:
+        return Path(self.path).stat().st_size * 2  # at most: fp16 on disk, fp32 in memory
+
+    def load(self):
+        from .state_files import CheckpointFile
+
+        spandrel = import_spandrel()
+        checkpoint = CheckpointFile(self.path)
+        raw = checkpoint.raw()
+        state = raw if isinstance(raw, dict) else checkpoint.tensors("")
+        try:
+            descriptor = spandrel.ModelLoader().load_from_state_dict(state)
+        except spandrel.UnsupportedModelError as exc:
+            raise ModelLoadError(f"{self.path} is not an upscale model spandrel recognises") from exc
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise ModelLoadError(f"{self.path} looks like an upscale model but its weights do not fit: "
+                                 f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+        if not isinstance(descriptor, spandrel.ImageModelDescriptor):
+            raise ModelLoadError(f"{self.path} is a {descriptor.architecture.name} model, not a single-image "
+                                 "upscale model (ComfyUI refuses it too)")
+        if descriptor.architecture.id in NEEDS_TORCHVISION and "torchvision" not in sys.modules:
+            import_torchvision_or_refuse(descriptor.architecture.name)
+        return loaded_upscaler(descriptor).to(self.device).eval()
+
+
+def import_torchvision_or_refuse(architecture: str) -> None:
+    try:
+        import torchvision  # noqa: F401
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"{architecture} models need torchvision, which cannot be imported here: "
+                             f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def loaded_upscaler(descriptor):
+    """The descriptor's network as a torch module, so the model store can size and move it;
+    calling it goes through the descriptor (its padding to the architecture's size rules)."""
+    import torch
+
+    class _Loaded(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = descriptor.model
+            self.scale = descriptor.scale
+            self.output_channels = descriptor.output_channels
+
+        def forward(self, images):
+            return descriptor(images)
+
+    return _Loaded()
+
+
+@dataclass(frozen=True)
+class UpscaleModelOut(NodeOutput):
+    UPSCALE_MODEL: UpscaleModel
+
+
+class UpscaleModelLoader(Node):
+    """Load an upscale model from `<models>/upscale_models` (ESRGAN, Real-ESRGAN, SwinIR, DAT, …)."""
+
+    class_type = "UpscaleModelLoader"
+    display_name = "Load Upscale Model"
+    loads_models = True
+    category = "loaders"
+
+    model_name: str = Widget(choices=_upscale_files)
+
+    @classmethod
+    def fingerprint(cls, constants, settings):
+        return settings.file_sha256(settings.model_file("upscale_models", constants["model_name"], "model_name"))
+
+    def execute(self, ctx) -> UpscaleModelOut:
+        try:
+            path = ctx.settings.model_file("upscale_models", self.model_name, "model_name")
+        except FileNotFoundError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        return UpscaleModelOut(UpscaleModel(str(path), ctx.device))
+
+
+class ImageUpscaleWithModel(Node):
+    """Images × the model's scale, in 512-pixel tiles overlapping by 32 (halved on out-of-memory,
+    down to 128), clamped to [0, 1]."""
+
+    class_type = "ImageUpscaleWithModel"
+    display_name = "Upscale Image (using Model)"
+    category = "image/upscaling"
+
+    upscale_model: UpscaleModel = Link()
+    image: Image = Link()
+
+    def execute(self, ctx) -> ImageOut:
+        import torch
+
+        model = ctx.models.get(self.upscale_model)
+        pixels = self.image.pixels.movedim(-1, -3).to(self.upscale_model.device, torch.float32)
+        tile = TILE
+        while True:
+            try:
+                with torch.inference_mode():
+                    out = tiled_scale(pixels, model, tile, OVERLAP, model.scale, model.output_channels)
+                break
+            except torch.OutOfMemoryError:
+                tile //= 2
+                if tile < SMALLEST_TILE:
+                    raise
+        return ImageOut(Image(torch.clamp(out.movedim(-3, -1), 0.0, 1.0).float().cpu()))
+
+
+def tiled_scale(samples, function, tile: int, overlap: int, scale: float, out_channels: int):
+    """ComfyUI's tiled_scale: each tile's output is weighted by a linear ramp over its outer
+    `overlap·scale` pixels on every side, and the image is Σ(out·ramp)/Σramp. An image that fits
+    in one tile goes through whole."""
+    import torch
+
+    height, width = samples.shape[-2:]
+    output = torch.empty([samples.shape[0], out_channels, round(height * scale), round(width * scale)])
+    for b in range(samples.shape[0]):
+        image = samples[b:b + 1]
+        if height <= tile and width <= tile:
+            output[b:b + 1] = function(image).cpu()
+            continue
+        total = torch.zeros([1, out_channels, round(height * scale), round(width * scale)])
+        weight = torch.zeros_like(total)
+        starts = [range(0, size - overlap, tile - overlap) if size > tile else [0] for size in (height, width)]
+        for y, x in itertools.product(*starts):
+            y, x = max(0, min(height - overlap, y)), max(0, min(width - overlap, x))
+            piece = image[..., y:y + min(tile, height - y), x:x + min(tile, width - x)]
+            out = function(piece).cpu()
+            ramp = torch.ones_like(out)
+            feather = round(overlap * scale)
+            for dim in (2, 3):
+                if feather >= ramp.shape[dim]:
+                    continue
+                for t in range(feather):
+                    ramp.narrow(dim, t, 1).mul_((t + 1) / feather)
+                    ramp.narrow(dim, ramp.shape[dim] - 1 - t, 1).mul_((t + 1) / feather)
+            top, left = round(y * scale), round(x * scale)
+            total[..., top:top + out.shape[2], left:left + out.shape[3]] += out * ramp
+            weight[..., top:top + out.shape[2], left:left + out.shape[3]] += ramp
+        output[b:b + 1] = total / weight
+    return output
