@@ -110,12 +110,13 @@ class Settings:
         if self.noise_device not in (None, "cpu", "device"):
             raise ValueError(f"noise device must be cpu or device, not {self.noise_device!r}")
 
-    def contained_path(self, root: Path, name: str, what: str = "path") -> Path:
-        """`root/name`, refusing names that leave `root` (absolute, '..', or a link out)."""
+    def contained_path(self, root: Path, name: str, what: str = "path", follow_links: bool = False) -> Path:
+        """`root/name`, refusing names that leave `root` (absolute, '..', or, unless
+        `follow_links`, a link out)."""
         candidate = Path(name.replace("\\", "/")) if not _is_absolute(name) else Path(name)
         if _is_absolute(name) or ".." in candidate.parts:
             raise UnsafePathError(f"{what} {name!r} leaves {root}; use a name inside it")
-        return _inside(root, root / candidate, f"{what} {name!r}")
+        return root / candidate if follow_links else _inside(root, root / candidate, f"{what} {name!r}")
 
     def output_path(self, relative: str, what: str = "output path") -> Path:
         """A path inside the output folder. Nothing is ever written anywhere else."""
@@ -126,18 +127,21 @@ class Settings:
         return _inside(self.output_dir, Path(path), str(path))
 
     def model_file(self, folder: str, name: str, what: str = "model file") -> Path:
-        """An existing model file: `<models>/<folder>/<name>`, or an absolute path (see the policy)."""
+        """An existing model file: `<models>/<folder>/<name>`, or an absolute path (see the policy).
+        Links the user placed in the models folder are followed, as ComfyUI follows them (a
+        checkpoint folder on another disk); the name itself must still stay inside."""
         return self._existing_file(self.models_dir / folder, name, what, self.allow_absolute_model_paths,
-                                   "absolute model paths are not allowed here")
+                                   "absolute model paths are not allowed here", follow_links=True)
 
     def input_file(self, name: str, what: str = "input file") -> Path:
         """An existing file in the input folder (elsewhere only with allow_unsafe_paths)."""
         return self._existing_file(self.input_dir, name, what, self.allow_unsafe_paths,
                                    "allow unsafe paths to read it where it is")
 
-    def _existing_file(self, root: Path, name: str, what: str, may_leave: bool, refusal: str) -> Path:
+    def _existing_file(self, root: Path, name: str, what: str, may_leave: bool, refusal: str,
+                       follow_links: bool = False) -> Path:
         if not _is_absolute(name) and not (may_leave and ".." in Path(name).parts):
-            path = self.contained_path(root, name, what)
+            path = self.contained_path(root, name, what, follow_links)
             if not path.is_file():
                 raise FileNotFoundError(f"{what} {name!r}: no such file in {root}")
             return path

@@ -108,6 +108,44 @@ def test_an_absolute_model_path_that_exists_is_read_there_unless_the_policy_forb
     assert (error.node_id, error.input) == ("16", "lora_path") and "not allowed here" in error.message
 
 
+def test_model_folders_linked_from_another_disk_are_listed_and_read_as_comfyui_reads_them(tiny_models, tmp_path):
+    """A checkpoint folder that is a link to elsewhere (and a link to one file) are listed and
+    load; a name that climbs out with '..' is still refused, and writing through a link out of
+    the output folder still is."""
+    import os
+
+    from engine.settings import UnsafePathError
+    from nodes.core.vae import model_files
+
+    disk = tmp_path / "big-disk" / "sd"
+    disk.mkdir(parents=True)
+    os.link(tiny_models / "checkpoints" / "tiny_sd15.safetensors", disk / "linked_sd15.safetensors")
+    models = tmp_path / "models"
+    (models / "checkpoints").mkdir(parents=True)
+    (models / "checkpoints" / "shared").symlink_to(disk, target_is_directory=True)
+    (models / "checkpoints" / "loop").symlink_to(models / "checkpoints", target_is_directory=True)
+    (models / "checkpoints" / "one.safetensors").symlink_to(disk / "linked_sd15.safetensors")
+    settings = Settings(models_dir=models, output_dir=tmp_path / "out", device="cpu")
+    assert model_files(settings, "checkpoints", (".safetensors",)) == ["one.safetensors",
+                                                                       "shared/linked_sd15.safetensors"]
+    assert settings.model_file("checkpoints", "shared/linked_sd15.safetensors").is_file()
+    strict = Settings(models_dir=models, output_dir=tmp_path / "out", allow_absolute_model_paths=False)
+    with pytest.raises(UnsafePathError):
+        strict.model_file("checkpoints", "../../big-disk/sd/linked_sd15.safetensors")
+    graph = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "shared/linked_sd15.safetensors"}},
+             "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "a cat"}},
+             "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+             "4": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0],
+                                                         "latent_image": ["3", 0], "seed": 1, "steps": 1, "cfg": 1.0,
+                                                         "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+             "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
+             "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "linked"}}}
+    assert Session(settings=settings).execute(graph).status == "ok"
+    (tmp_path / "out" / "away").symlink_to(tmp_path / "big-disk", target_is_directory=True)
+    with pytest.raises(UnsafePathError):
+        settings.output_path("away/escape.png")
+
+
 def test_nothing_is_ever_written_outside_the_output_folder_even_with_unsafe_paths(tmp_path):
     from engine.context import NodeContext, RunInfo
     from engine.model_store import ModelStore

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +17,22 @@ SDXL_VAE_CONFIG = Path(__file__).parent / "configs" / "sdxl_vae.json"
 
 
 def model_files(settings: Settings, folder: str, extensions: tuple[str, ...]) -> list[str]:
-    """Files under `<models>/<folder>`, as ComfyUI lists them (relative, '/'-separated, sorted)."""
+    """Files under `<models>/<folder>`, as ComfyUI lists them (relative, '/'-separated, sorted),
+    linked folders included (each real folder once, so a link loop ends)."""
     root = settings.models_dir / folder
     if not root.is_dir():
         return []
-    return sorted(str(p.relative_to(root).as_posix()) for p in root.rglob("*")
-                  if p.is_file() and p.suffix.lower() in extensions)
+    found, seen = [], set()
+    for here, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        relative = Path(here).relative_to(root)
+        found += [(relative / f).as_posix() for f in files if Path(f).suffix.lower() in extensions
+                  and (Path(here) / f).is_file()]
+    return sorted(found)
 
 
 def _vae_files(vctx) -> list[str]:

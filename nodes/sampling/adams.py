@@ -1,6 +1,6 @@
-"""Linear multistep samplers on the slope d = (x − D)/σ with uneven steps: iPNDM-v (variable
-step Adams–Bashforth) and DEIS (Zhang & Chen 2022, its tabulated 'tab' form). Both keep the last
-few slopes, newest first, and end on an Euler step."""
+"""Linear multistep samplers on the slope d = (x − D)/σ: iPNDM (Adams–Bashforth), iPNDM-v (its
+weights for uneven steps) and DEIS (Zhang & Chen 2022, its tabulated 'tab' form). Each keeps the
+last few slopes, newest first, and ends on D."""
 from __future__ import annotations
 
 import torch
@@ -8,9 +8,29 @@ import torch
 from .base import Denoiser, SamplingContext, sigma_batch, to_d
 
 
+def ipndm(denoise: Denoiser, x, sigmas, ctx: SamplingContext, max_order: int = 4):
+    """Improved pseudo-numerical steps: Adams–Bashforth's fixed weights, up to 4th order."""
+    def slope(i, order, slopes):
+        return sum(c * s for c, s in zip(_ADAMS_BASHFORTH[order], slopes)) / _ADAMS_BASHFORTH_DIVISOR[order]
+
+    return _multistep(denoise, x, sigmas, ctx, max_order, slope)
+
+
 def ipndm_v(denoise: Denoiser, x, sigmas, ctx: SamplingContext, max_order: int = 4):
     """Adams–Bashforth weights recomputed for the actual step ratios h_n/h_{n−1}…, up to 4th
-    order; the final step lands on D."""
+    order."""
+    def slope(i, order, slopes):
+        return sum(w * s for w, s in zip(_variable_step_weights(sigmas, i, order), slopes))
+
+    return _multistep(denoise, x, sigmas, ctx, max_order, slope)
+
+
+_ADAMS_BASHFORTH = {1: (1,), 2: (3, -1), 3: (23, -16, 5), 4: (55, -59, 37, -9)}
+_ADAMS_BASHFORTH_DIVISOR = {1: 1, 2: 2, 3: 12, 4: 24}
+
+
+def _multistep(denoise: Denoiser, x, sigmas, ctx: SamplingContext, max_order: int, slope):
+    """x' = x + (σ' − σ)·slope(i, order, [d_i, d_{i−1}, …]); the final step lands on D."""
     slopes: list[torch.Tensor] = []  # newest first
     for i in range(len(sigmas) - 1):
         denoised = denoise(x, sigma_batch(x, sigmas[i]))
@@ -19,8 +39,7 @@ def ipndm_v(denoise: Denoiser, x, sigmas, ctx: SamplingContext, max_order: int =
         if sigmas[i + 1] == 0:
             x = denoised
         else:
-            weights = _variable_step_weights(sigmas, i, order)
-            x = x + (sigmas[i + 1] - sigmas[i]) * sum(w * s for w, s in zip(weights, [d] + slopes))
+            x = x + (sigmas[i + 1] - sigmas[i]) * slope(i, order, ([d] + slopes)[:order])
         slopes = ([d] + slopes)[:max_order - 1]
         ctx.on_step(i + 1, len(sigmas) - 1)
     return x

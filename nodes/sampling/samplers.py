@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from .adams import deis, ipndm_v
+from .adams import deis, ipndm, ipndm_v
 from .base import Denoiser, SamplingContext, ancestral_step, lambda_of, sigma_batch, sigma_of, to_d
 from .cfg_pp import dpmpp_2m_cfg_pp, dpmpp_2s_ancestral_cfg_pp, euler_ancestral_cfg_pp
 from .dpm_solver import dpm_adaptive, dpm_fast
@@ -260,29 +260,6 @@ def ddpm(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
         if sigma_next > 0:
             x = x + ((1 - alpha) * (1.0 - alpha_bar_next) / (1.0 - alpha_bar)).sqrt() * noise(sigma, sigma_next)
             x = x * torch.sqrt(1.0 + sigma_next ** 2)
-        ctx.on_step(i + 1, len(sigmas) - 1)
-    return x
-
-
-_IPNDM = {1: (1,), 2: (3, -1), 3: (23, -16, 5), 4: (55, -59, 37, -9)}
-_IPNDM_DIVISOR = {1: 1, 2: 2, 3: 12, 4: 24}
-
-
-def ipndm(denoise: Denoiser, x, sigmas, ctx: SamplingContext, max_order: int = 4):
-    """Improved pseudo-numerical (Adams–Bashforth) steps on d, up to 4th order; Euler for the
-    last step."""
-    history: list[torch.Tensor] = []  # newest first
-    for i in range(len(sigmas) - 1):
-        denoised = denoise(x, sigma_batch(x, sigmas[i]))
-        d = to_d(x, sigmas[i], denoised)
-        order = min(max_order, i + 1)
-        if sigmas[i + 1] == 0:
-            x = denoised
-        else:
-            terms = [d] + history[:order - 1]
-            slope = sum(c * term for c, term in zip(_IPNDM[order], terms)) / _IPNDM_DIVISOR[order]
-            x = x + (sigmas[i + 1] - sigmas[i]) * slope
-        history = ([d] + history)[:max_order - 1]
         ctx.on_step(i + 1, len(sigmas) - 1)
     return x
 
