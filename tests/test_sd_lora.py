@@ -100,6 +100,51 @@ def test_loha_and_lokr_deltas():
     assert torch.allclose(lokr.delta((6, 4)), torch.kron(k1, k2a @ k2b) * 3.0)
 
 
+def test_dora_magnitudes_follow_the_weight_decomposition():
+    """DoRA with a per-column magnitude (LyCORIS' default) is the paper's W' = m·(W+ΔW)/‖W+ΔW‖_c;
+    with a per-row one ComfyUI divides by the row norm of the unpatched W. Strength blends."""
+    from nodes.sd.lora import Adapter
+
+    g = torch.Generator().manual_seed(3)
+    weight = torch.randn(6, 4, generator=g)
+    up, down = torch.randn(6, 2, generator=g), torch.randn(2, 4, generator=g)
+    delta = up @ down * (1.0 / 2)
+    columns = torch.rand(1, 4, generator=g) + 0.5
+    per_column = Adapter({"up": up, "down": down, "alpha": torch.tensor(1.0), "dora_scale": columns})
+    combined = weight + delta
+    expected = columns * combined / combined.norm(dim=0, keepdim=True)
+    assert torch.allclose(per_column.applied(weight, 1.0), expected, atol=1e-6)
+    assert torch.allclose(per_column.applied(weight, 0.4), weight + 0.4 * (expected - weight), atol=1e-6)
+    rows = torch.rand(6, 1, generator=g) + 0.5
+    per_row = Adapter({"up": up, "down": down, "alpha": torch.tensor(1.0), "dora_scale": rows})
+    assert torch.allclose(per_row.applied(weight, 1.0), rows * combined / weight.norm(dim=1, keepdim=True), atol=1e-6)
+
+
+def test_a_dora_lora_patches_the_unet_and_undoes_exactly(tiny_models, tmp_path):
+    from safetensors.torch import save_file
+
+    from .test_sd_models import _handle
+
+    unet = _handle(tiny_models / "checkpoints" / "tiny_sd15.safetensors").load()
+    original = {k: v.clone() for k, v in unet.state_dict().items()}
+    target = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    weight = unet.get_submodule(target).weight.detach().float().clone()
+    g = torch.Generator().manual_seed(4)
+    parts = {"lora_down.weight": torch.randn(2, weight.shape[1], generator=g) * 0.1,
+             "lora_up.weight": torch.randn(weight.shape[0], 2, generator=g) * 0.1, "alpha": torch.tensor(2.0),
+             "dora_scale": weight.norm(dim=0, keepdim=True) * 1.5}
+    prefix = "lora_unet_" + target.replace(".", "_")
+    save_file({f"{prefix}.{k}": v.half() for k, v in parts.items()}, str(tmp_path / "dora.safetensors"))
+    changes = matched(unet_key_map(unet), (LoraPatch(str(tmp_path / "dora.safetensors"), 1.0),))
+    assert [name for name, _, _ in changes] == [target]
+    with patched(unet, changes):
+        patched_weight = unet.get_submodule(target).weight.float()
+        # the magnitude was 1.5× the column norms: each column of W + ΔW comes out 1.5× its old norm
+        scale = patched_weight.norm(dim=0) / weight.norm(dim=0)
+        assert torch.allclose(scale, torch.full_like(scale, 1.5), atol=2e-3)
+    assert all(torch.equal(v, original[k]) for k, v in unet.state_dict().items())
+
+
 def test_peft_unet_names_are_skipped_as_comfyui_skips_them(tiny_models, tmp_path, caplog):
     from safetensors.torch import save_file
 

@@ -1,5 +1,5 @@
-"""LoraLoader's maths for SD/SDXL: kohya LoRA and LoCon, LyCORIS LoHa and LoKr, full diffs, on
-the UNet and the text encoders, under every name ComfyUI maps.
+"""LoraLoader's maths for SD/SDXL: kohya LoRA and LoCon, LyCORIS LoHa and LoKr, DoRA magnitudes
+on any of them, full diffs, on the UNet and the text encoders, under every name ComfyUI maps.
 
 Patches are computed in float32 on a copy of the original weight, rounded once to the model's
 dtype, and undone by copying the saved originals back, so the cached models stay bit-exact.
@@ -53,8 +53,6 @@ class Adapter:
         import torch
 
         p = {k: v.float() if hasattr(v, "float") else v for k, v in self.parts.items()}
-        if "dora_scale" in p:
-            raise ModelLoadError("DoRA layers (dora_scale) are not supported yet")
         if "diff" in p:
             return p["diff"].reshape(shape)
         alpha = float(p["alpha"]) if "alpha" in p else None
@@ -90,6 +88,33 @@ class Adapter:
             scale = alpha / dim if alpha is not None and dim else 1.0
             return torch.kron(w1, w2).reshape(shape) * scale
         raise ModelLoadError(f"unsupported LoRA layer with parts {sorted(p)}")
+
+
+    def applied(self, weight, strength: float):
+        """The float32 weight after this adapter at `strength`: W + s·ΔW, or with DoRA's
+        magnitude (`dora_scale`) ComfyUI's weight decomposition."""
+        delta = self.delta(weight.shape).to(weight.device)
+        if "dora_scale" not in self.parts:
+            return weight + strength * delta
+        return _decomposed(weight, delta, self.parts["dora_scale"].float().to(weight.device), strength)
+
+
+def _decomposed(weight, delta, magnitude, strength: float):
+    """DoRA: W' = m · (W + ΔW) / ‖·‖, blended in by the strength. The norm runs per output row
+    when `m` is per output row, per input column otherwise; ComfyUI takes the row norm of the
+    *unpatched* W (and so do we: the images must agree), the column norm of W + ΔW."""
+    import torch
+
+    combined = weight + delta
+    if magnitude.shape[0] == combined.shape[0]:
+        rows = weight.shape[0]
+        norm = weight.reshape(rows, -1).norm(dim=1, keepdim=True).reshape(rows, *[1] * (weight.dim() - 1))
+    else:
+        columns = combined.shape[1]
+        norm = combined.transpose(0, 1).reshape(columns, -1).norm(dim=1, keepdim=True)
+        norm = norm.reshape(columns, *[1] * (combined.dim() - 1)).transpose(0, 1)
+    combined = combined * (magnitude / (norm + torch.finfo(weight.dtype).eps))
+    return combined if strength == 1.0 else weight + strength * (combined - weight)
 
 
 def read_adapters(path: str) -> dict[str, Adapter]:
@@ -185,19 +210,20 @@ def patched(module, changes: list[tuple[str, Adapter, float]], change=None):
     saved: dict[tuple[str, str], torch.Tensor] = {}
     try:
         with torch.no_grad():
-            deltas: dict[str, torch.Tensor] = {}
+            # each adapter in turn on a float32 copy, as ComfyUI stacks patches; one rounding
+            weights: dict[str, torch.Tensor] = {}
             for name, adapter, strength in changes:
                 layer = module.get_submodule(name)
-                delta = adapter.delta(layer.weight.shape).to(layer.weight.device) * strength
-                deltas[name] = deltas[name] + delta if name in deltas else delta
+                current = weights[name] if name in weights else layer.weight.float()
+                weights[name] = adapter.applied(current, strength)
                 if "diff_b" in adapter.parts and layer.bias is not None:
                     saved.setdefault((name, "bias"), layer.bias.detach().clone())
                     shift = strength * adapter.parts["diff_b"].float().to(layer.bias.device)
                     layer.bias.copy_((layer.bias.float() + shift).to(layer.bias.dtype))
-            for name, delta in deltas.items():
-                weight = module.get_submodule(name).weight
-                saved.setdefault((name, "weight"), weight.detach().clone())
-                weight.copy_((weight.float() + delta).to(weight.dtype))  # one rounding to the model dtype
+            for name, weight in weights.items():
+                target = module.get_submodule(name).weight
+                saved.setdefault((name, "weight"), target.detach().clone())
+                target.copy_(weight.to(target.dtype))
         yield module
     finally:
         with torch.no_grad():
