@@ -3,6 +3,7 @@ KSampler path side by side with diffusers' own pipelines on the same modules."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -230,6 +231,48 @@ def test_separate_part_files_give_the_checkpoints_image(tiny_models, tmp_path):
     fp8 = json.loads(json.dumps(parts))
     fp8["4"]["inputs"]["weight_dtype"] = "fp8_e4m3fn"
     assert not np.array_equal(_run_graph_image(tiny_models, tmp_path / "c", fp8), whole)
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny_sdxl", "tiny_sd2_v"])
+def test_a_diffusers_format_unet_file_loads_as_its_checkpoint_does(checkpoint, tiny_models, tmp_path):
+    """UNETLoader on `diffusion_pytorch_model.safetensors` names (a UNet saved by diffusers):
+    same family, config and prediction type (SD2-v read through the LDM view), same image."""
+    import shutil
+
+    import numpy as np
+    from safetensors.torch import save_file
+
+    from nodes.sd.part_loaders import unet_handle
+
+    path = tiny_models / "checkpoints" / f"{checkpoint}.safetensors"
+    reference = _handle(path)
+    unet = reference.load()
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models, copy_function=os.link)
+    diffusers_file = models / "unet" / f"{checkpoint}_diffusers.safetensors"
+    diffusers_file.parent.mkdir(exist_ok=True)
+    save_file({k: v.half().contiguous() for k, v in unet.state_dict().items()}, str(diffusers_file))
+    handle = unet_handle(diffusers_file, "cpu")
+    assert (handle.layout, handle.family_name, handle.prediction) == ("diffusers", reference.family_name,
+                                                                     reference.prediction)
+    assert json.loads(handle.unet_config_json) == json.loads(reference.unet_config_json)
+    if checkpoint == "tiny_sdxl":
+        graph = _graph("tiny_sdxl.safetensors", "euler", "normal", 5.0)
+        whole = _run_graph_image(models, tmp_path / "a", graph)
+        graph["41"] = graph["4"]  # text encoders and VAE still from the checkpoint
+        graph["4"] = {"class_type": "UNETLoader", "inputs": {"unet_name": diffusers_file.name, "weight_dtype": "default"}}
+        graph["6"]["inputs"]["clip"] = graph["7"]["inputs"]["clip"] = ["41", 1]
+        graph["8"]["inputs"]["vae"] = ["41", 2]
+        assert np.array_equal(_run_graph_image(models, tmp_path / "b", graph), whole)
+
+
+def test_a_diffusers_unet_of_another_family_is_refused_by_name(tiny_models):
+    from engine import ModelLoadError
+    from nodes.sd.part_loaders import unet_handle
+
+    kolors = tiny_models / "diffusers" / "Kolors" / "unet" / "diffusion_pytorch_model.fp16.safetensors"
+    with pytest.raises(ModelLoadError, match="no SD/SDXL UNet has .*encoder_hid_proj"):
+        unet_handle(kolors, "cpu")
 
 
 def test_clip_loader_types(tiny_models):

@@ -53,6 +53,7 @@ class DiffusionModel(EdgeValue):
     zero_terminal_snr: bool = False
     loras: tuple[LoraPatch, ...] = ()
     weight_dtype: str = "default"  # UNETLoader's fp8 choices store the weights in that format
+    layout: str = "ldm"  # or "diffusers": a UNet file already in diffusers' names
 
     @property
     def family(self) -> Family:
@@ -81,10 +82,12 @@ class DiffusionModel(EdgeValue):
 
         config = json.loads(self.unet_config_json)
         state = CheckpointFile(self.path).tensors(self.unet_prefix, strip=False)
-        # diffusers' converter reads the ComfyUI/LDM prefix only
-        state = {"model.diffusion_model." + k[len(self.unet_prefix):]: v for k, v in state.items()}
         try:
-            converted = convert_ldm_unet_checkpoint(state, config)
+            if self.layout == "diffusers":
+                converted = state
+            else:  # diffusers' converter reads the ComfyUI/LDM prefix only
+                converted = convert_ldm_unet_checkpoint(
+                    {"model.diffusion_model." + k[len(self.unet_prefix):]: v for k, v in state.items()}, config)
             unet = UNet2DConditionModel(**config)
             unet.load_state_dict(converted, strict=True)
         except (RuntimeError, KeyError, ValueError) as exc:

@@ -1,4 +1,5 @@
-"""UNETLoader, CLIPLoader and DualCLIPLoader: a checkpoint's parts from separate files.
+"""UNETLoader, CLIPLoader and DualCLIPLoader: a checkpoint's parts from separate files. UNet
+files come in the LDM layout (ComfyUI's) or diffusers' (`diffusion_pytorch_model.safetensors`).
 
 A bare UNet tells its family by its shapes alone (ComfyUI's rules: an ADM input of pooled + 6×256
 is SDXL, pooled + 5×256 the refiner; without one, conv projections are SD1.x and linear ones
@@ -60,15 +61,50 @@ def unet_handle(path, device: str, weight_dtype: str = "default") -> DiffusionMo
     from .checkpoint import unet_config, unet_prefix
 
     file = CheckpointFile(path)
+    layout = "ldm"
     if "conv_in.weight" in file.shapes and "input_blocks.0.0.weight" not in file.shapes:
-        raise ModelLoadError(f"{path.name}: a diffusers-format UNet; run-graph reads single-file (LDM) UNets "
-                             "and checkpoints so far")
+        file, layout = _DiffusersUnet(file), "diffusers"
     prefix = "" if "input_blocks.0.0.weight" in file.shapes else unet_prefix(file.shapes)
     provisional = unet_config(file.shapes, prefix, SD2)  # head layout aside, the shapes say the family
     family = _unet_family(provisional)
     config = unet_config(file.shapes, prefix, family)
     return DiffusionModel(str(path), family.name, prefix, json.dumps(config, sort_keys=True),
-                          family.prediction(file, prefix), device, "ztsnr" in file.shapes, weight_dtype=weight_dtype)
+                          family.prediction(file, prefix), device, "ztsnr" in file.shapes, weight_dtype=weight_dtype,
+                          layout=layout)
+
+
+class _DiffusersUnet:
+    """A diffusers-format UNet file (`diffusion_pytorch_model.safetensors`) seen under its LDM
+    names, so the family, config and prediction type are read exactly as from a checkpoint."""
+
+    def __init__(self, file: CheckpointFile):
+        from ..core.ldm_keys import unet_ldm_names
+
+        names = file.shapes
+        levels = 1 + max(int(k.split(".")[1]) for k in names if k.startswith("down_blocks."))
+        per_level = len({k.split(".")[3] for k in names if k.startswith("down_blocks.0.resnets.")})
+
+        def kinds(side: str, cross: str, plain: str) -> list[str]:
+            return [cross if any(k.startswith(f"{side}.{i}.attentions.") for k in names) else plain
+                    for i in range(levels)]
+
+        layout = {"layers_per_block": per_level, "block_out_channels": [0] * levels,
+                  "down_block_types": kinds("down_blocks", "CrossAttnDownBlock2D", "DownBlock2D"),
+                  "up_block_types": kinds("up_blocks", "CrossAttnUpBlock2D", "UpBlock2D")}
+        ldm = unet_ldm_names(layout)
+        ordered = sorted(ldm, key=len, reverse=True)
+        self.file, self.diffusers_name = file, {}
+        for key in names:
+            prefix = next((p for p in ordered if key.startswith(p + ".")), None)
+            if prefix is None:
+                raise ModelLoadError(f"{file.path.name}: a diffusers UNet with weights no SD/SDXL UNet has "
+                                     f"({key})")
+            self.diffusers_name[ldm[prefix] + key[len(prefix):]] = key
+        self.shapes = {ours: names[theirs] for ours, theirs in self.diffusers_name.items()}
+
+    def tensors(self, prefix: str, strip: bool = True) -> dict:
+        wanted = {k: v for k, v in self.diffusers_name.items() if k.startswith(prefix)}
+        return {(k[len(prefix):] if strip else k): self.file.tensors(v, strip=False)[v] for k, v in wanted.items()}
 
 
 class UNETLoader(Node):
