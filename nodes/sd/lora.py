@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,7 +137,18 @@ def _read(path: str, size: int, mtime_ns: int) -> dict[str, Adapter]:
 
 
 def unet_key_map(unet) -> dict[str, str]:
-    """Every LoRA prefix ComfyUI resolves for this UNet -> the diffusers module name."""
+    """Every LoRA prefix ComfyUI resolves for this UNet -> the diffusers module name. Built once
+    per loaded model (a walk over its modules), not on every sampling call."""
+    if (known := _KEY_MAPS.get(unet)) is None:
+        known = _KEY_MAPS[unet] = _unet_key_map(unet)
+    return known
+
+
+# loaded model -> its key map; an entry goes when the model store drops the model
+_KEY_MAPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _unet_key_map(unet) -> dict[str, str]:
     import torch
 
     names = unet_ldm_names(dict(unet.config))
@@ -160,7 +172,15 @@ def unet_key_map(unet) -> dict[str, str]:
 
 
 def clip_key_map(model, tower: str, family_name: str) -> dict[str, str]:
-    """kohya (`lora_te_`, `lora_te1_`, `lora_te2_`) and diffusers (`text_encoder[_2].`) names."""
+    """kohya (`lora_te_`, `lora_te1_`, `lora_te2_`) and diffusers (`text_encoder[_2].`) names,
+    built once per loaded tower."""
+    by_role = _KEY_MAPS.setdefault(model, {})  # one tower file can serve SD1 and SDXL graphs
+    if (known := by_role.get((tower, family_name))) is None:
+        known = by_role[(tower, family_name)] = _clip_key_map(model, tower, family_name)
+    return known
+
+
+def _clip_key_map(model, tower: str, family_name: str) -> dict[str, str]:
     import torch
 
     kohya = {"sd1": {"l": "lora_te_"}, "sd2": {"h": "lora_te_"}, "sdxl": {"l": "lora_te1_", "g": "lora_te2_"},
