@@ -423,3 +423,14 @@ def test_cfg_pp_euler_ancestral_step_lands_from_the_guided_estimate():
     out = SAMPLERS["euler_ancestral_cfg_pp"](denoiser, x, sigmas[:2].clone(), SamplingContext(
         seed=0, noise_sampler=ReplayNoise(x.shape, seed=5), uncond=lambda: uncond))
     assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_uni_pc_with_a_single_step_leaves_the_sample_as_comfyui_does():
+    """ComfyUI's UniPC takes order min(3, len(σ) − 2): 0 for one step, and then never updates the
+    sample; KSampler's uni_pc at steps=1 returns its scaled start noise."""
+    sigmas = ksampler_sigmas(MS, "uni_pc", "karras", 1, 1.0)
+    assert len(sigmas) == 2
+    x = torch.randn([1, 4, 4, 4], generator=torch.Generator().manual_seed(3)) * sigmas[0]
+    out = SAMPLERS["uni_pc"](toy_denoiser, x.clone(), sigmas, SamplingContext(seed=0))
+    expected = x / (1 + sigmas[0] ** 2) ** 0.5 * (1 + 0.001 ** 2) ** 0.5
+    assert torch.allclose(out, expected, rtol=1e-6)
