@@ -176,12 +176,12 @@ class TowerEmbeddings:
 
     def lookup(self, text: str):
         """(vectors [n, dim] or None, leftover text) for `name rest...` after `embedding:`."""
-        word, _, rest = text.strip("\n").partition(" ")
-        rest = (" " + rest) if rest else ""
+        words = text.strip("\n").split()  # any whitespace ends the name, as in ComfyUI
+        word, rest = (words[0] if words else ""), " ".join(words[1:])
         path = self.embeddings.find(word)
-        if path is None and word.rstrip(",") != word:
-            stripped = word.rstrip(",")
-            path, rest = self.embeddings.find(stripped), word[len(stripped):] + rest
+        if path is None and word.strip(",") != word:
+            stripped = word.strip(",")
+            path, rest = self.embeddings.find(stripped), f"{word[len(stripped):]} {rest}"
         if path is None:
             log.warning("embedding:%s does not exist, ignoring it", word)
             return None, rest
