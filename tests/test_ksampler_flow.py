@@ -145,6 +145,28 @@ def test_a_mask_entry_weights_by_the_mask_and_mask_bounds_crops_the_model_input(
     assert (10, 10) in shapes and (16, 16) in shapes
 
 
+def test_a_mask_bounds_entry_gets_a_same_area_counterpart_on_the_other_side_as_comfyui_gives_it():
+    """ComfyUI turns `mask bounds` into an area before pairing areas, so the negative gains a copy
+    of the masked entry with the negative's text; writing that copy out changes nothing."""
+    class SeesItsWindow(ToyModel):  # a prediction that depends on the crop it is given
+        def predict(self, x_in, timesteps, entries, size, concat=None):
+            return super().predict(x_in, timesteps, entries, size) + 0.05 * x_in.shape[-1]
+
+    mask = torch.zeros([1, 16, 16])
+    mask[:, 2:12, 3:13] = 1.0
+    bounded = dict(mask=mask, set_area_to_bounds=True, mask_strength=0.8)
+    latent = torch.zeros([1, 4, 16, 16])
+
+    def sampled(positive, negative):
+        return run(SeesItsWindow(), latent=latent, positive=positive, negative=negative)
+
+    implicit = sampled((entry(1.0), entry(5.0, **bounded)), (entry(-1.0),))
+    explicit = sampled((entry(1.0), entry(5.0, **bounded)), (entry(-1.0), entry(-1.0, **bounded)))
+    assert torch.allclose(implicit, explicit, atol=1e-5)
+    without_copy = sampled((entry(1.0), entry(5.0, **bounded)), (entry(-1.0), entry(-1.0, **bounded, strength=0.0)))
+    assert not torch.allclose(implicit, without_copy, atol=1e-3)
+
+
 def test_an_inpainting_model_gets_the_rounded_mask_and_the_latent_as_extra_channels():
     seen = []
 

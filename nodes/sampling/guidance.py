@@ -51,18 +51,29 @@ def _mask_bounds(mask: torch.Tensor) -> tuple[int, int, int, int]:
     return max(8, y1 - y0 + 1), max(8, x1 - x0 + 1), y0, x0
 
 
+def _latent_mask(entry: CondEntry, height: int, width: int) -> torch.Tensor:
+    mask = entry.mask.reshape(-1, 1, *entry.mask.shape[-2:]).float()
+    return torch.nn.functional.interpolate(mask, size=(height, width), mode="bilinear")
+
+
+def _resolved(entry: CondEntry, height: int, width: int) -> CondEntry:
+    """The entry with its area in latent cells, as ComfyUI resolves areas before sampling: a
+    percentage taken of the latent, a `mask bounds` mask's bounding box."""
+    if entry.mask is not None and entry.set_area_to_bounds:
+        h, w, y, x = _mask_bounds(_latent_mask(entry, height, width)[:, 0].abs().amax(dim=0))
+        return entry.replace(area=(min(h, height - y), min(w, width - x), y, x), set_area_to_bounds=False)
+    if entry.area is not None or entry.area_percent is not None:
+        return entry.replace(area=_area_of(entry, height, width), area_percent=None)
+    return entry
+
+
 def _weights(entry: CondEntry, x: torch.Tensor) -> tuple[tuple[int, int, int, int], torch.Tensor]:
     batch, _, height, width = x.shape
     if entry.mask is not None:
-        mask = entry.mask.reshape(-1, 1, *entry.mask.shape[-2:]).float()
-        mask = torch.nn.functional.interpolate(mask, size=(height, width), mode="bilinear").to(x.device)
+        mask = _latent_mask(entry, height, width).to(x.device)
         if mask.shape[0] < batch:
             mask = mask.repeat(math.ceil(batch / mask.shape[0]), 1, 1, 1)[:batch]
-        if entry.set_area_to_bounds:
-            h, w, y, x0 = _mask_bounds(mask[:, 0].abs().amax(dim=0))
-            area = (min(h, height - y), min(w, width - x0), y, x0)
-        else:
-            area = _area_of(entry, height, width)
+        area = _area_of(entry, height, width)
         h, w, y, x0 = area
         return area, mask[:, :, y:y + h, x0:x0 + w] * entry.mask_strength * entry.strength
     area = _area_of(entry, height, width)
@@ -114,11 +125,10 @@ def _inside(area, outer) -> bool:
 
 
 def _with_same_areas(sides: list[list[CondEntry]], height: int, width: int) -> list[list[CondEntry]]:
-    """ComfyUI gives every area entry a counterpart with the same area on the other side: a copy
-    of the entry whose text (and size conditioning) comes from the smallest entry there that
-    encloses the area, or else from the first entry without one."""
-    resolved = [[e.replace(area=_area_of(e, height, width), area_percent=None)
-                 if e.area is not None or e.area_percent is not None else e for e in side] for side in sides]
+    """ComfyUI gives every area entry (a `mask bounds` mask's too) a counterpart with the same
+    area on the other side: a copy of the entry whose text (and size conditioning) comes from the
+    smallest entry there that encloses the area, or else from the first entry without one."""
+    resolved = [[_resolved(e, height, width) for e in side] for side in sides]
     for k, side in enumerate(resolved):
         for entry in list(side):
             if entry.area is None:
@@ -168,7 +178,8 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape[-2:])
         if shape not in prepared:
-            prepared[shape] = _with_same_areas(given, *shape) if len(given) == 2 else given
+            prepared[shape] = _with_same_areas(given, *shape) if len(given) == 2 else \
+                [[_resolved(e, *shape) for e in side] for side in given]
         sides = prepared[shape]
         jobs = []
         for side, entries in enumerate(sides):
