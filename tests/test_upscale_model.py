@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from engine import ModelLoadError, Session, Settings
-from nodes.core.upscale_model import UpscaleModel, import_spandrel, tiled_scale
+from nodes.core.spandrel_import import import_spandrel
+from nodes.core.upscale_model import UpscaleModel, tiled_scale
 
 
 def nearest_x4(images):

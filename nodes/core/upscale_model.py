@@ -4,81 +4,21 @@ ComfyUI runs them."""
 from __future__ import annotations
 
 import itertools
-import sys
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine import EdgeValue, Link, ModelLoadError, Node, NodeOutput, Widget
 
 from ..types import Image
+from .spandrel_import import import_spandrel, refuse_if_torchvision_is_needed
 from .vae import ImageOut, model_files
 
 UPSCALE_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
 TILE, OVERLAP, SMALLEST_TILE = 512, 32, 128
-# spandrel imports these two torchvision functions at import time, for LaMa and RestoreFormer only
-NEEDS_TORCHVISION = frozenset({"LaMa", "RestoreFormer"})
 
 
 def _upscale_files(vctx) -> list[str]:
     return model_files(vctx.settings, "upscale_models", UPSCALE_EXTENSIONS)
-
-
-def import_spandrel():
-    """spandrel, even where torchvision cannot be imported (a CPU-only torch next to PyPI's CUDA
-    torchvision, or none at all): its package imports `rotate` and `normalize` from torchvision
-    for two architectures. Those get stand-ins that refuse to run, present only while spandrel
-    imports; every other architecture needs nothing from torchvision."""
-    if "spandrel" in sys.modules:
-        return sys.modules["spandrel"]
-    try:
-        import torchvision  # noqa: F401
-    except Exception as exc:  # noqa: BLE001 - a broken install raises RuntimeError, not ImportError
-        reason = f"{type(exc).__name__}: {str(exc)[:200]}"
-        with _torchvision_stand_in(reason):
-            return _import_spandrel_module()
-    return _import_spandrel_module()
-
-
-def _import_spandrel_module():
-    try:
-        import spandrel
-    except ImportError as exc:
-        raise ModelLoadError("upscale models need the spandrel package: pip install spandrel "
-                             "(with a CPU-only torch: pip install --no-deps spandrel einops)") from exc
-    return spandrel
-
-
-class _torchvision_stand_in:
-    def __init__(self, reason: str):
-        self.reason = reason
-        self.names = ("torchvision", "torchvision.transforms", "torchvision.transforms.functional")
-
-    def __enter__(self):
-        import enum
-
-        def refuse(*args, **kwargs):
-            raise ModelLoadError(f"this upscale model's architecture needs torchvision, which cannot be "
-                                 f"imported here ({self.reason})")
-
-        functional = types.ModuleType("torchvision.transforms.functional")
-        functional.rotate = functional.normalize = refuse
-        functional.InterpolationMode = enum.Enum("InterpolationMode", "NEAREST BILINEAR BICUBIC")
-        transforms = types.ModuleType("torchvision.transforms")
-        transforms.functional = functional
-        package = types.ModuleType("torchvision")
-        package.transforms = transforms
-        self.saved = {name: sys.modules.get(name) for name in self.names}
-        sys.modules.update(zip(self.names, (package, transforms, functional)))
-        return self
-
-    def __exit__(self, *exc):
-        for name, module in self.saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
-        return False
 
 
 @dataclass(frozen=True)
@@ -113,17 +53,8 @@ class UpscaleModel(EdgeValue):
         if not isinstance(descriptor, spandrel.ImageModelDescriptor):
             raise ModelLoadError(f"{self.path} is a {descriptor.architecture.name} model, not a single-image "
                                  "upscale model (ComfyUI refuses it too)")
-        if descriptor.architecture.id in NEEDS_TORCHVISION and "torchvision" not in sys.modules:
-            import_torchvision_or_refuse(descriptor.architecture.name)
+        refuse_if_torchvision_is_needed(descriptor.architecture)
         return loaded_upscaler(descriptor).to(self.device).eval()
-
-
-def import_torchvision_or_refuse(architecture: str) -> None:
-    try:
-        import torchvision  # noqa: F401
-    except Exception as exc:  # noqa: BLE001
-        raise ModelLoadError(f"{architecture} models need torchvision, which cannot be imported here: "
-                             f"{type(exc).__name__}: {str(exc)[:200]}") from exc
 
 
 def loaded_upscaler(descriptor):
