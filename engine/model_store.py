@@ -15,6 +15,8 @@ from collections import Counter, OrderedDict
 from contextlib import contextmanager
 from typing import Any, Hashable, Iterator, Protocol, runtime_checkable
 
+from .errors import ModelLoadError
+
 log = logging.getLogger("run_graph.models")
 
 
@@ -116,7 +118,11 @@ class ModelStore:
             return self._models[key]
         estimate = getattr(handle, "estimated_bytes", lambda: 0)()
         self._make_room(device, estimate)
-        model = handle.load()
+        try:
+            model = handle.load()
+        except ModelLoadError as exc:
+            exc.model_key = key  # which model: the executor names the node that chose its file
+            raise
         self.load_counts[key] += 1
         self.log.append(("load", key))
         self._models[key], self._sizes[key], self._device[key] = model, model_bytes(model), device

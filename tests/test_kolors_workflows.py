@@ -98,7 +98,10 @@ def test_truncated_vae_file_is_refused_with_its_path(broken_models, capsys):
     vae = broken_models / "vae" / "sdxl.vae.safetensors"
     vae.write_bytes(vae.read_bytes()[:1000])
     code, report = _errors(capsys, broken_models)
-    assert code == 2 and report["errors"][0]["node_id"] == "10" and str(vae) in report["errors"][0]["message"]
+    [error] = report["errors"]
+    # named on the loader that chose the file (as ComfyUI, whose loaders load at once), with its input
+    assert code == 2 and (error["node_id"], error["node_type"], error["input"]) == ("11", "VAELoader", "vae_name")
+    assert str(vae) in error["message"] and "needed by node 10, VAEDecode" in error["message"]
 
 
 def test_wrong_architecture_in_the_unet_folder_is_refused(broken_models, capsys):

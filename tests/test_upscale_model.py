@@ -76,6 +76,22 @@ def test_a_file_that_is_no_upscale_model_is_refused_by_name(tmp_path):
     save_file({"encoder.weight": torch.zeros(2, 2)}, str(path))
     with pytest.raises(ModelLoadError, match="not an upscale model"):
         UpscaleModel(str(path), "cpu").load()
+    (tmp_path / "models" / "upscale_models").mkdir(parents=True)
+    path.rename(tmp_path / "models" / "upscale_models" / path.name)
+    (tmp_path / "in").mkdir()
+    from PIL import Image as PILImage
+
+    PILImage.new("RGB", (16, 16)).save(tmp_path / "in" / "a.png")
+    prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+              "2": {"class_type": "UpscaleModelLoader", "inputs": {"model_name": path.name}},
+              "3": {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["2", 0], "image": ["1", 0]}},
+              "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "x"}}}
+    session = Session(settings=Settings(models_dir=tmp_path / "models", input_dir=tmp_path / "in",
+                                        output_dir=tmp_path / "out", device="cpu"))
+    result = session.execute(prompt, raise_on_error=False)
+    [error] = result.errors
+    assert result.status == "invalid" and (error.node_id, error.input) == ("2", "model_name")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.png"))
 
 
 def test_upscale_nodes_through_the_engine(tiny_models, tmp_path):
