@@ -11,7 +11,7 @@ from engine import EdgeValue, Link, ModelLoadError, Node, NodeOutput, Widget
 
 from ..types import Image
 from .spandrel_import import import_spandrel, refuse_if_torchvision_is_needed
-from .vae import ImageOut, model_files
+from .vae import ImageOut, model_files, model_path
 
 UPSCALE_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
 TILE, OVERLAP, SMALLEST_TILE = 512, 32, 128
@@ -95,10 +95,7 @@ class UpscaleModelLoader(Node):
         return settings.file_sha256(settings.model_file("upscale_models", constants["model_name"], "model_name"))
 
     def execute(self, ctx) -> UpscaleModelOut:
-        try:
-            path = ctx.settings.model_file("upscale_models", self.model_name, "model_name")
-        except FileNotFoundError as exc:
-            raise ModelLoadError(str(exc)) from exc
+        path = model_path(ctx.settings, "upscale_models", self.model_name, "model_name")
         return UpscaleModelOut(UpscaleModel(str(path), ctx.device))
 
 

@@ -35,6 +35,15 @@ def model_files(settings: Settings, folder: str, extensions: tuple[str, ...]) ->
     return sorted(found)
 
 
+def model_path(settings: Settings, folder: str, name: str, what: str) -> Path:
+    """`<models>/<folder>/<name>` (Settings.model_file's policy); a missing file is a ModelLoadError,
+    which callers report as bad input, naming the node."""
+    try:
+        return settings.model_file(folder, name, what)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(str(exc)) from exc
+
+
 def _vae_files(vctx) -> list[str]:
     return model_files(vctx.settings, "vae", VAE_EXTENSIONS)
 
@@ -133,11 +142,7 @@ class VAELoader(Node):
         return settings.file_sha256(settings.model_file("vae", constants["vae_name"], "vae_name"))
 
     def execute(self, ctx) -> VAEOut:
-        try:
-            path = ctx.settings.model_file("vae", self.vae_name, "vae_name")
-        except FileNotFoundError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        return VAEOut(VAE(str(path), ctx.device))
+        return VAEOut(VAE(str(model_path(ctx.settings, "vae", self.vae_name, "vae_name")), ctx.device))
 
 
 @dataclass(frozen=True)

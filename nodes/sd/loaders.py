@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from engine import Link, ModelLoadError, Node, NodeOutput, Widget
 
-from ..core.vae import VAE, model_files
+from ..core.vae import VAE, model_files, model_path
 from .models import DiffusionModel, TextEncoders
 
 CHECKPOINT_EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin")
@@ -61,10 +61,7 @@ def load_checkpoint(ctx, name: str) -> CheckpointOut:
     from ..core.state_files import CheckpointFile
     from .checkpoint import VAE_PREFIX, detect
 
-    try:
-        path = ctx.settings.model_file("checkpoints", name, "ckpt_name")
-    except FileNotFoundError as exc:
-        raise ModelLoadError(str(exc)) from exc
+    path = model_path(ctx.settings, "checkpoints", name, "ckpt_name")
     info = detect(CheckpointFile(path))
     model = DiffusionModel(str(path), info.family.name, info.unet_prefix, json.dumps(info.unet_config, sort_keys=True),
                            info.prediction, ctx.device, info.zero_terminal_snr)
@@ -145,10 +142,7 @@ def _loras(vctx) -> list[str]:
 
 
 def _lora_path(ctx, name: str) -> str:
-    try:
-        return str(ctx.settings.model_file("loras", name, "lora_name"))
-    except FileNotFoundError as exc:
-        raise ModelLoadError(str(exc)) from exc
+    return str(model_path(ctx.settings, "loras", name, "lora_name"))
 
 
 def _lora_fingerprint(cls, constants, settings):
