@@ -231,7 +231,7 @@ def run_custom(ctx, guider: Guider, noise: Noise, sampler: Sampler, sigmas: Sigm
     samples = latent.samples
     batch_index = list(latent.batch_index) if latent.batch_index else None
     unit_noise = torch.zeros_like(samples) if noise.seed is None else initial_noise(samples.shape, noise.seed, batch_index)
-    with sampling_with_loras(ctx, guider.model) as model:
+    with sampling_with_loras(ctx, guider.model, guider.positive, guider.negative) as model:
         out, denoised = sample_sigmas(
             model, samples, sigmas.sigmas, unit_noise,
             positive=list(guider.positive.entries),

@@ -20,7 +20,7 @@ def run_sampler(node, ctx, *, seed: int, steps, add_noise: bool = True) -> Laten
     from ..sd.lora import sampling_with_loras
 
     latent = node.latent_image
-    with sampling_with_loras(ctx, node.model) as model:
+    with sampling_with_loras(ctx, node.model, node.positive, node.negative) as model:
         samples = sample(model, latent.samples, positive=list(node.positive.entries),
                          negative=list(node.negative.entries), seed=seed, cfg=node.cfg,
                          sampler_name=node.sampler_name, scheduler=node.scheduler, steps=steps,

@@ -47,6 +47,24 @@ def unet_ldm_names(config: dict) -> dict[str, str]:
     return names
 
 
+def controlnet_ldm_names(config: dict, hint_blocks: int = 6) -> dict[str, str]:
+    """diffusers ControlNetModel module path -> LDM path (ControlNet's `cldm` names): the UNet's
+    encoder half, the hint encoder (convs at the even places of `input_hint_block`, SiLUs between),
+    and the zero convolutions after each input block and after the middle block."""
+    levels = len(config["block_out_channels"])
+    encoder_half = unet_ldm_names({**config, "up_block_types": ["UpBlock2D"] * levels})
+    names = {ours: theirs for ours, theirs in encoder_half.items()
+             if not ours.startswith(("up_blocks.", "conv_norm_out", "conv_out"))}
+    names["controlnet_cond_embedding.conv_in"] = "input_hint_block.0"
+    for k in range(hint_blocks):
+        names[f"controlnet_cond_embedding.blocks.{k}"] = f"input_hint_block.{2 * (k + 1)}"
+    names["controlnet_cond_embedding.conv_out"] = f"input_hint_block.{2 * (hint_blocks + 1)}"
+    for i in range(levels * (config["layers_per_block"] + 1)):
+        names[f"controlnet_down_blocks.{i}"] = f"zero_convs.{i}.0"
+    names["controlnet_mid_block"] = "middle_block_out.0"
+    return names
+
+
 def to_ldm(state: dict, names: dict[str, str]) -> dict:
     """Rename diffusers keys by the longest matching module-path prefix."""
     ordered = sorted(names, key=len, reverse=True)

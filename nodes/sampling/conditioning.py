@@ -33,6 +33,10 @@ class CondEntry:
     target_height: int | None = None
     aesthetic_score: float | None = None
     prompt_type: str = ""  # "negative" on the negative side while sampling (refiner defaults differ)
+    # the last ControlNet applied (it holds the ones before it); entries sharing it run together
+    control: Any = None
+    # ControlNetApply (the old node) set on the positive side only: the negative borrows it
+    control_apply_to_uncond: bool = False
 
     def replace(self, **changes) -> "CondEntry":
         return dataclasses.replace(self, **changes)

@@ -108,11 +108,13 @@ def _same_tokens(jobs: list[_Job]) -> bool:
 
 def _batches(jobs: list[_Job]) -> list[list[_Job]]:
     """Jobs that can run as one UNet call: same area size, token lengths repeatable to their
-    LCM. Like ComfyUI, the group is taken in reverse order of appearance."""
+    LCM, the same ControlNet link (or none). Like ComfyUI, the group is taken in reverse order
+    of appearance."""
     pending, groups = list(jobs), []
     while pending:
         first = pending[0]
-        group = [job for job in pending if job.area[:2] == first.area[:2] and _same_tokens([first, job])]
+        group = [job for job in pending if job.area[:2] == first.area[:2] and _same_tokens([first, job])
+                 and job.entry.control is first.entry.control]
         pending = [job for job in pending if job not in group]
         groups.append(group[::-1])
     return groups
@@ -154,6 +156,19 @@ def _with_same_areas(sides: list[list[CondEntry]], height: int, width: int) -> l
     return resolved
 
 
+def _lend_controls(positive: list[CondEntry], negative: list[CondEntry]) -> None:
+    """The old ControlNetApply sets its ControlNet on the positive side only; ComfyUI then gives
+    it to the negative's whole-image entries (`apply_empty_x_to_equal_area`), in turn, unless one
+    of them already has a ControlNet."""
+    lent = [e.control for e in positive if e.control_apply_to_uncond and e.area is None and e.control is not None]
+    whole = [i for i, e in enumerate(negative) if e.area is None]
+    if not lent or not whole or any(negative[i].control is not None for i in whole):
+        return
+    for k, control in enumerate(lent):
+        i = whole[k % len(whole)]
+        negative[i] = negative[i].replace(control=control)
+
+
 class Guided:
     """The denoiser samplers call: x0 estimate for x at σ, with CFG over both sides. The last
     unconditional estimate stays readable (`uncond`) for CFG++ samplers."""
@@ -178,8 +193,11 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape[-2:])
         if shape not in prepared:
-            prepared[shape] = _with_same_areas(given, *shape) if len(given) == 2 else \
-                [[_resolved(e, *shape) for e in side] for side in given]
+            if len(given) == 2:
+                prepared[shape] = _with_same_areas(given, *shape)
+                _lend_controls(*prepared[shape])
+            else:
+                prepared[shape] = [[_resolved(e, *shape) for e in side] for side in given]
         sides = prepared[shape]
         jobs = []
         for side, entries in enumerate(sides):

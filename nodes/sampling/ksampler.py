@@ -83,7 +83,9 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         extra = None if concat is None else torch.cat([
             concat[i % concat.shape[0]:i % concat.shape[0] + 1, :, y:y + h, x:x + w]
             for i, (h, w, y, x) in enumerate(areas)])
-        output = model.predict(ms.model_input(x_part, sigma_part), ms.timestep(sigma_part), entries, size, extra)
+        control = _active_controls(entries, float(sigma_part[0]), ms, batch=x.shape[0])
+        output = model.predict(ms.model_input(x_part, sigma_part), ms.timestep(sigma_part), entries, size, extra,
+                               **control)
         return ms.denoised(sigma_part, output.float(), x_part)
 
     negative = [entry.replace(prompt_type="negative") for entry in negative]
@@ -115,6 +117,16 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         x = SAMPLERS[sampler_name](recording, x, sigmas, ctx)
     denoised = last.get("x0", x)
     return (x / model.latent_scale).float().cpu(), (denoised / model.latent_scale).float().cpu()
+
+
+def _active_controls(entries: list[CondEntry], sigma: float, ms: DiscreteSampling, batch: int) -> dict:
+    """The ControlNets of a batch (its entries share one chain) that act at σ, oldest first, and
+    how many conditionings the batch holds (a hint batch is spread over each one's images)."""
+    link = entries[0].control
+    if link is None:
+        return {}
+    active = [each for each in link.chain() if each.active(sigma, ms.percent_to_sigma)]
+    return {"control": (active, len(entries) // batch)} if active else {}
 
 
 def _inpaint_concat(noise_mask, scaled: torch.Tensor) -> torch.Tensor:

@@ -74,7 +74,8 @@ def unet_config(shapes: dict[str, tuple], prefix: str, family: Family) -> dict:
         linear = len(s["middle_block.1.proj_in.weight"]) == 2
     heads = [8] * levels if family.heads_fixed else [max(1, w // 64) for w in widths]
     config = {
-        "sample_size": 64, "in_channels": in_channels, "out_channels": s["out.2.weight"][0],
+        # a ControlNet is the encoder half: no output blocks, no `out`
+        "sample_size": 64, "in_channels": in_channels, "out_channels": s.get("out.2.weight", (in_channels,))[0],
         "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
         "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)],
         "block_out_channels": widths, "layers_per_block": per_level, "cross_attention_dim": context,
@@ -82,7 +83,7 @@ def unet_config(shapes: dict[str, tuple], prefix: str, family: Family) -> dict:
         "transformer_layers_per_block": depths,
         "mid_block_type": "UNetMidBlock2DCrossAttn" if mid_depth else None,
     }
-    if up_depths != depths:  # diffusers lists the up blocks' depths top level first
+    if any(k.startswith("output_blocks.") for k in s) and up_depths != depths:  # diffusers lists the up blocks' depths top level first
         config["reverse_transformer_layers_per_block"] = list(reversed(up_depths))
     if mid_depth and mid_depth != depths[-1]:
         raise ModelLoadError(f"unsupported UNet: middle block depth {mid_depth} differs from the last level's "

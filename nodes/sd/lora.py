@@ -254,12 +254,15 @@ def patched(module, changes: list[tuple[str, Adapter, float]], change=None):
 
 
 @contextmanager
-def sampling_with_loras(ctx, handle):
+def sampling_with_loras(ctx, handle, *conditionings):
     """The model as the sampler sees it, its LoRAs patched in for the block (and undone after,
-    with the store told: an interrupted restore leaves the model marked for reloading)."""
+    with the store told: an interrupted restore leaves the model marked for reloading), with the
+    ControlNets the conditionings carry loaded beside it."""
+    from .controlnet import controlnets_of
     from .models import sampling_model
 
     unet = ctx.models.get(handle)
+    nets = controlnets_of(ctx, handle, conditionings)
     changes = matched(unet_key_map(unet), handle.loras) if handle.loras else []
     with ctx.models.modifying(handle) as change, patched(unet, changes, change):
-        yield sampling_model(handle, unet)
+        yield sampling_model(handle, unet, nets)

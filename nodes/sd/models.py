@@ -183,25 +183,34 @@ class TextTower(EdgeValue):
         return model.to(self.device).float().eval()
 
 
-def sampling_model(handle: DiffusionModel, unet):
+def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None):
     """The model as the sampler sees it: raw predictions at integer timesteps for a batch of
-    conditioning entries, with token lengths repeated to their LCM (77 vs 154: exact)."""
+    conditioning entries, with token lengths repeated to their LCM (77 vs 154: exact), plus the
+    residuals of the batch's ControlNets (`controlnets`: loaded networks by handle)."""
     import math
 
     import torch
 
     from ..sampling.ksampler import SamplingModel
+    from .controlnet import control_residuals
 
     family, dtype, device = handle.family, unet.dtype, handle.device
 
-    def predict(x_in, timesteps, entries, size, concat):
+    def predict(x_in, timesteps, entries, size, concat, control=None):
         common = math.lcm(*{e.cross_attn.shape[1] for e in entries})
         context = torch.cat([e.cross_attn.repeat(1, common // e.cross_attn.shape[1], 1) for e in entries])
+        context = context.to(device, dtype)
         added = family.added_inputs(entries, size[0] * 8, size[1] * 8, device, dtype)
+        residuals = {}
+        if control is not None:
+            links, batched_number = control
+            down, mid = control_residuals(links, controlnets, x_in, timesteps, context, added, batched_number)
+            residuals = {"down_block_additional_residuals": [d.to(dtype) for d in down],
+                         "mid_block_additional_residual": mid.to(dtype)}
         if concat is not None:
             x_in = torch.cat([x_in, concat.to(x_in)], dim=1)
-        return unet(x_in.to(dtype), timesteps.float(), encoder_hidden_states=context.to(device, dtype),
-                    added_cond_kwargs=added, return_dict=False)[0]
+        return unet(x_in.to(dtype), timesteps.float(), encoder_hidden_states=context,
+                    added_cond_kwargs=added, return_dict=False, **residuals)[0]
 
     extra = unet.config.in_channels - unet.config.out_channels
     return SamplingModel(predict, handle.model_sampling(), family.latent_scale, device, concat_channels=extra)

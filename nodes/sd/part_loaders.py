@@ -50,7 +50,7 @@ def _fingerprint(folders, *inputs):
     return classmethod(fingerprint)
 
 
-def _unet_family(config: dict) -> Family:
+def unet_family(config: dict) -> Family:
     adm, context = config.get("projection_class_embeddings_input_dim"), config["cross_attention_dim"]
     if adm is not None:
         return SDXL_REFINER if adm - 5 * 256 == context else SDXL
@@ -63,22 +63,23 @@ def unet_handle(path, device: str, weight_dtype: str = "default") -> DiffusionMo
     file = CheckpointFile(path)
     layout = "ldm"
     if "conv_in.weight" in file.shapes and "input_blocks.0.0.weight" not in file.shapes:
-        file, layout = _DiffusersUnet(file), "diffusers"
+        file, layout = DiffusersUnetView(file), "diffusers"
     prefix = "" if "input_blocks.0.0.weight" in file.shapes else unet_prefix(file.shapes)
     provisional = unet_config(file.shapes, prefix, SD2)  # head layout aside, the shapes say the family
-    family = _unet_family(provisional)
+    family = unet_family(provisional)
     config = unet_config(file.shapes, prefix, family)
     return DiffusionModel(str(path), family.name, prefix, json.dumps(config, sort_keys=True),
                           family.prediction(file, prefix), device, "ztsnr" in file.shapes, weight_dtype=weight_dtype,
                           layout=layout)
 
 
-class _DiffusersUnet:
-    """A diffusers-format UNet file (`diffusion_pytorch_model.safetensors`) seen under its LDM
-    names, so the family, config and prediction type are read exactly as from a checkpoint."""
+class DiffusersUnetView:
+    """A diffusers-format UNet (`diffusion_pytorch_model.safetensors`) or ControlNet file seen
+    under its LDM names, so the family, config and prediction type are read exactly as from a
+    checkpoint."""
 
-    def __init__(self, file: CheckpointFile):
-        from ..core.ldm_keys import unet_ldm_names
+    def __init__(self, file: CheckpointFile, controlnet: bool = False):
+        from ..core.ldm_keys import controlnet_ldm_names, unet_ldm_names
 
         names = file.shapes
         levels = 1 + max(int(k.split(".")[1]) for k in names if k.startswith("down_blocks."))
@@ -91,13 +92,18 @@ class _DiffusersUnet:
         layout = {"layers_per_block": per_level, "block_out_channels": [0] * levels,
                   "down_block_types": kinds("down_blocks", "CrossAttnDownBlock2D", "DownBlock2D"),
                   "up_block_types": kinds("up_blocks", "CrossAttnUpBlock2D", "UpBlock2D")}
-        ldm = unet_ldm_names(layout)
+        if controlnet:
+            hint_blocks = len({k.split(".")[2] for k in names if k.startswith("controlnet_cond_embedding.blocks.")})
+            ldm = controlnet_ldm_names(layout, hint_blocks)
+        else:
+            ldm = unet_ldm_names(layout)
+        what = "ControlNet" if controlnet else "UNet"
         ordered = sorted(ldm, key=len, reverse=True)
         self.file, self.diffusers_name = file, {}
         for key in names:
             prefix = next((p for p in ordered if key.startswith(p + ".")), None)
             if prefix is None:
-                raise ModelLoadError(f"{file.path.name}: a diffusers UNet with weights no SD/SDXL UNet has "
+                raise ModelLoadError(f"{file.path.name}: a diffusers {what} with weights no SD/SDXL {what} has "
                                      f"({key})")
             self.diffusers_name[ldm[prefix] + key[len(prefix):]] = key
         self.shapes = {ours: names[theirs] for ours, theirs in self.diffusers_name.items()}

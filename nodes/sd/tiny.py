@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.ldm_keys import diffusers_vae_to_ldm, hf_clip_to_open_clip, to_ldm, unet_ldm_names
+from ..core.ldm_keys import controlnet_ldm_names, diffusers_vae_to_ldm, hf_clip_to_open_clip, to_ldm, unet_ldm_names
 from ..core.random_weights import fan_in_init_
 
 VAE = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "down_block_types": ["DownEncoderBlock2D"] * 4,
@@ -162,6 +162,7 @@ def make_tiny_checkpoints(models: Path, seed: int = 0) -> None:
     write_sdxl_parts(checkpoints / "tiny_sdxl.safetensors", models)
     write_tiny_loras(models, seed)
     write_tiny_embeddings(models, seed)
+    write_tiny_controlnets(models, seed)
 
 
 def _lora_pairs(prefix: str, weight_shape, rank: int, generator, alpha: float | None) -> dict:
@@ -249,3 +250,27 @@ def write_sdxl_parts(checkpoint: Path, models: Path) -> None:
     _save(models / "text_encoders" / "tiny_clip_g.safetensors",
           open_clip_to_hf_clip(file.tensors("conditioner.embedders.1.model.")))
     _save(models / "vae" / "tiny_sdxl_vae.safetensors", file.tensors("first_stage_model."))
+
+
+def _controlnet(unet_config: dict, generator):
+    from diffusers import ControlNetModel
+
+    config = {k: v for k, v in unet_config.items() if k not in ("up_block_types", "sample_size")}
+    net = ControlNetModel(**config, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    fan_in_init_(net, generator)  # trained zero convolutions are not zero; these must not be either
+    return net
+
+
+def write_tiny_controlnets(models: Path, seed: int = 0) -> None:
+    """An SD1.5 ControlNet in the original layout (`control_model.` + cldm names, as the v1.0/1.1
+    files are) and an SDXL one in diffusers' (`diffusion_pytorch_model.safetensors`, as SDXL
+    ControlNets are mostly published)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed + 6)
+    folder = Path(models) / "controlnet"
+    sd15 = _controlnet(SD15_UNET, generator)
+    _save(folder / "tiny_sd15_controlnet.safetensors",
+          _prefixed("control_model.", to_ldm(sd15.state_dict(), controlnet_ldm_names(sd15.config))))
+    _save(folder / "tiny_sdxl_controlnet" / "diffusion_pytorch_model.safetensors",
+          _controlnet(SDXL_UNET, generator).state_dict())

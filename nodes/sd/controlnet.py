@@ -1,0 +1,185 @@
+"""ControlNets for SD1.x, SD2.x and SDXL UNets: files, the chain a conditioning carries, and
+their residuals while sampling.
+
+A file is either the original layout (`cldm` names, with or without `control_model.`) or
+diffusers' (`controlnet_cond_embedding.…`); its config is read off the shapes as a UNet's is. The
+network is diffusers' ControlNetModel; its outputs are added to the UNet's skip connections and
+middle block, as ComfyUI adds its `output` and `middle` controls.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine import EdgeValue, ModelLoadError
+
+from ..core.state_files import CheckpointFile
+from .families import SD2
+from .models import compute_dtype, loaded_bytes
+
+LDM_PREFIX = "control_model."
+# What other control files hold, to refuse them by name rather than fail on a missing weight
+OTHER_KINDS = {"lora_controlnet": "a Control-LoRA", "body.0.resnets.0.block1.weight": "a T2I-Adapter",
+               "adapter.body.0.resnets.0.block1.weight": "a T2I-Adapter",
+               "controlnet_blocks.0.weight": "an SD3/Flux ControlNet",
+               "controlnet_x_embedder.weight": "a Flux ControlNet", "control_add_embedding.linear_1.weight":
+               "a ControlNet-Union"}
+
+
+@dataclass(frozen=True)
+class ControlNetHandle(EdgeValue):
+    """ComfyUI's CONTROL_NET: a ControlNet file, read lazily (`ctx.models.get(handle)`)."""
+
+    comfy_type = "CONTROL_NET"
+    path: str
+    prefix: str
+    layout: str  # "ldm" or "diffusers"
+    config_json: str  # diffusers ControlNetModel config (JSON keeps the handle hashable)
+    family_name: str
+    device: str
+    global_average_pooling: bool = False  # shuffle models: ComfyUI averages their outputs
+
+    @property
+    def cache_key(self):
+        return ("controlnet", self.path, self.device)
+
+    @property
+    def config(self) -> dict:
+        return json.loads(self.config_json)
+
+    def estimated_bytes(self) -> int:
+        return loaded_bytes(self.path, self.prefix, self.device)
+
+    def load(self) -> Any:
+        from diffusers import ControlNetModel
+        from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
+
+        state = CheckpointFile(self.path).tensors(self.prefix, strip=True)
+        try:
+            if self.layout == "ldm":
+                converted = convert_controlnet_checkpoint({LDM_PREFIX + k: v for k, v in state.items()}, self.config)
+                # diffusers' table has no SDXL size embedding for ControlNets
+                for ldm, ours in (("label_emb.0.0", "add_embedding.linear_1"), ("label_emb.0.2", "add_embedding.linear_2")):
+                    for kind in ("weight", "bias"):
+                        if f"{ldm}.{kind}" in state:
+                            converted[f"{ours}.{kind}"] = state[f"{ldm}.{kind}"]
+            else:
+                converted = state
+            net = ControlNetModel(**self.config)
+            net.load_state_dict(converted, strict=True)
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise ModelLoadError(f"{Path(self.path).name}: the ControlNet does not fit its detected "
+                                 f"{self.family_name} layout: {str(exc)[:400]}") from exc
+        return net.to(self.device, compute_dtype(self.device)).eval()
+
+
+def controlnet_handle(path, device: str) -> ControlNetHandle:
+    """Tell a ControlNet file's layout, config and family from its tensor names and shapes."""
+    from .checkpoint import unet_config
+    from .part_loaders import DiffusersUnetView, unet_family
+
+    file = CheckpointFile(path)
+    names = file.shapes
+    for marker, kind in OTHER_KINDS.items():
+        if marker in names:
+            raise ModelLoadError(f"{Path(path).name} is {kind}, which run-graph does not run yet "
+                                 "(SD1.x/SD2.x/SDXL ControlNets do)")
+    if "controlnet_cond_embedding.conv_in.weight" in names:
+        view, layout, prefix = DiffusersUnetView(file, controlnet=True), "diffusers", ""
+    else:
+        view, layout = file, "ldm"
+        prefix = LDM_PREFIX if f"{LDM_PREFIX}zero_convs.0.0.weight" in names else ""
+        if f"{prefix}zero_convs.0.0.weight" not in names or f"{prefix}input_hint_block.0.weight" not in names:
+            raise ModelLoadError(f"{Path(path).name} is not a ControlNet: it has no zero convolutions or hint "
+                                 "encoder (input_hint_block, zero_convs)")
+    shapes = {k[len(prefix):]: v for k, v in view.shapes.items() if k.startswith(prefix)}
+    family = unet_family(unet_config(shapes, "", SD2))  # head layout aside, the shapes say the family
+    config = unet_config(shapes, "", family)
+    hint = [shapes[f"input_hint_block.{i}.weight"] for i in range(0, 64, 2) if f"input_hint_block.{i}.weight" in shapes]
+    for key in ("up_block_types", "out_channels", "sample_size", "reverse_transformer_layers_per_block"):
+        config.pop(key, None)
+    config.update(conditioning_channels=hint[0][1],
+                  conditioning_embedding_out_channels=[hint[0][0]] + [h[0] for h in hint[2:-1:2]])
+    stem = Path(path).stem
+    return ControlNetHandle(str(path), prefix, layout, json.dumps(config, sort_keys=True), family.name, device,
+                            global_average_pooling=stem.endswith(("_shuffle", "_shuffle_fp16")))
+
+
+@dataclass(frozen=True, eq=False)
+class ControlLink:
+    """One ControlNet applied to a conditioning: the network, its hint image ([B, 3, H, W] in
+    [0, 1]), strength and window, and the link applied before it (ComfyUI's previous_controlnet).
+    Entries that share a link object are evaluated together, as ComfyUI batches them."""
+
+    net: ControlNetHandle
+    hint: Any
+    strength: float
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+    previous: "ControlLink | None" = None
+
+    def chain(self) -> list["ControlLink"]:
+        """Oldest first."""
+        return ([] if self.previous is None else self.previous.chain()) + [self]
+
+    def active(self, sigma: float, percent_to_sigma) -> bool:
+        return not (sigma > percent_to_sigma(self.start_percent) or sigma < percent_to_sigma(self.end_percent))
+
+
+def _broadcast(hint, batch: int, batched_number: int):
+    """ComfyUI's broadcast_image_to: a hint batch fills each conditioning's share of the batch."""
+    import torch
+
+    if hint.shape[0] == 1:
+        return hint
+    per_cond = batch // batched_number
+    hint = hint[:per_cond]
+    if per_cond > hint.shape[0]:
+        hint = torch.cat([hint] * (per_cond // hint.shape[0]) + [hint[:per_cond % hint.shape[0]]])
+    return hint if hint.shape[0] == batch else torch.cat([hint] * batched_number)
+
+
+def control_residuals(links: list[ControlLink], nets: dict, x_in, timesteps, context, added: dict,
+                      batched_number: int):
+    """The summed residuals of the active links for the UNet's skip connections and middle block
+    (diffusers' `down_block_additional_residuals`, `mid_block_additional_residual`)."""
+    import torch
+
+    from ..core.resample import common_upscale
+
+    down, mid = None, None
+    for link in links:
+        net = nets[link.net]
+        dtype = net.dtype
+        hint = common_upscale(link.hint.float(), x_in.shape[3] * 8, x_in.shape[2] * 8, "nearest-exact", "center")
+        hint = _broadcast(hint.to(x_in.device, dtype), x_in.shape[0], batched_number)
+        blocks, middle = net(x_in.to(dtype), timesteps.float(), encoder_hidden_states=context.to(dtype),
+                             controlnet_cond=hint, added_cond_kwargs=added or None, return_dict=False)
+        outputs = []
+        for out in [*blocks, middle]:
+            if link.net.global_average_pooling:
+                out = torch.mean(out, dim=(2, 3), keepdim=True).expand_as(out)
+            outputs.append(out * link.strength)
+        if down is None:
+            down, mid = outputs[:-1], outputs[-1]
+        else:
+            down, mid = [d + o for d, o in zip(down, outputs[:-1])], mid + outputs[-1]
+    return down, mid
+
+
+def controlnets_of(ctx, model, conditionings) -> dict:
+    """Every ControlNet the conditionings carry, loaded, after checking it fits the model."""
+    handles = {}
+    for conditioning in conditionings:
+        for entry in conditioning.entries if conditioning is not None else ():
+            for link in entry.control.chain() if entry.control is not None else ():
+                handles[link.net] = None
+    for net in handles:
+        config, unet = net.config, json.loads(model.unet_config_json)
+        fits = all(config.get(k) == unet.get(k) for k in ("cross_attention_dim", "projection_class_embeddings_input_dim"))
+        if not fits or config["block_out_channels"] != unet["block_out_channels"]:
+            raise ValueError(f"ControlNet {Path(net.path).name} is for {net.family_name} models; the model sampled "
+                             f"is {model.family_name} ({Path(model.path).name})")
+    return {net: ctx.models.get(net) for net in handles}
