@@ -2,6 +2,7 @@
 from .core.conditioning import (ConditioningAverage, ConditioningCombine, ConditioningConcat,
                                 ConditioningSetArea, ConditioningSetAreaPercentage, ConditioningSetMask,
                                 ConditioningSetTimestepRange, ConditioningZeroOut)
+from .core.canny import Canny
 from .core.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader
 from .core.custom_sampling import (BasicGuider, BasicScheduler, CFGGuider, DisableNoise, ExponentialScheduler,
                                    KarrasScheduler, KSamplerSelect, RandomNoise, SamplerCustom,
@@ -43,5 +44,5 @@ ALL_NODES = [
     KSamplerSelect, BasicScheduler, KarrasScheduler, ExponentialScheduler, SDTurboScheduler, SplitSigmas,
     RandomNoise, DisableNoise, CFGGuider, BasicGuider, SamplerCustom, SamplerCustomAdvanced,
     UNETLoader, CLIPLoader, DualCLIPLoader, UpscaleModelLoader, ImageUpscaleWithModel,
-    ControlNetLoader, ControlNetApplyAdvanced, ControlNetApply,
+    ControlNetLoader, ControlNetApplyAdvanced, ControlNetApply, Canny,
 ]

@@ -16,6 +16,7 @@ SMALL = {
                               "16.width=64", "16.height=64", "16.y=64"],
     "sdxl_turbo": ["5.width=64", "5.height=64"],
     "sd15_upscale_model": ["5.width=64", "5.height=64", "3.steps=3"],
+    "sd15_controlnet": ["5.width=64", "5.height=64", "3.steps=3"],
     "sdxl_base_refiner": ["5.width=64", "5.height=64", "10.steps=4", "11.steps=4", "10.end_at_step=3",
                           "11.start_at_step=3"],
 }

@@ -51,8 +51,10 @@ def _hint(image: Image):
 
 
 class ControlNetApplyAdvanced(Node):
-    """The ControlNet on both sides' entries, from `start_percent` to `end_percent` of the
-    schedule. Entries that already carry ControlNets keep them: the new one adds to them."""
+    """Guide both sides with a ControlNet and a hint image, over part of the schedule.
+
+    It acts from `start_percent` to `end_percent`; entries that already carry ControlNets keep
+    them, and the new one adds to them."""
 
     class_type = "ControlNetApplyAdvanced"
     display_name = "Apply ControlNet"
@@ -87,8 +89,10 @@ class ControlNetApplyAdvanced(Node):
 
 
 class ControlNetApply(Node):
-    """The old node: the ControlNet on the positive entries; while sampling, the negative borrows
-    it (ComfyUI's `control_apply_to_uncond`)."""
+    """Guide a conditioning with a ControlNet and a hint image (the old node).
+
+    It is set on the positive entries; while sampling, the negative borrows it (ComfyUI's
+    `control_apply_to_uncond`)."""
 
     class_type = "ControlNetApply"
     display_name = "Apply ControlNet (OLD)"

@@ -180,6 +180,8 @@ def controlnets_of(ctx, model, conditionings) -> dict:
         config, unet = net.config, json.loads(model.unet_config_json)
         fits = all(config.get(k) == unet.get(k) for k in ("cross_attention_dim", "projection_class_embeddings_input_dim"))
         if not fits or config["block_out_channels"] != unet["block_out_channels"]:
-            raise ValueError(f"ControlNet {Path(net.path).name} is for {net.family_name} models; the model sampled "
-                             f"is {model.family_name} ({Path(model.path).name})")
+            error = ModelLoadError(f"{net.path} is a ControlNet for {net.family_name} models; the model sampled is "
+                                   f"{model.family_name} ({Path(model.path).name})")
+            error.model_key = net.cache_key  # reported on the loader that chose the file
+            raise error
     return {net: ctx.models.get(net) for net in handles}
