@@ -19,6 +19,7 @@ from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, Pr
                               PrimitiveStringMultiline)
 from .core.upscale_model import ImageUpscaleWithModel, UpscaleModelLoader
 from .core.vae import VAEDecode, VAEEncode, VAEEncodeForInpaint, VAELoader
+from .core.vae_tiled import VAEDecodeTiled, VAEEncodeTiled
 from .kolors.loaders import DownloadAndLoadChatGLM3, DownloadAndLoadKolorsModel
 from .kolors.lora import KolorsLoraLoaderModelOnly, LoadKolorsLoRA
 from .kolors.sampler import KolorsSampler
@@ -44,5 +45,5 @@ ALL_NODES = [
     KSamplerSelect, BasicScheduler, KarrasScheduler, ExponentialScheduler, SDTurboScheduler, SplitSigmas,
     RandomNoise, DisableNoise, CFGGuider, BasicGuider, SamplerCustom, SamplerCustomAdvanced,
     UNETLoader, CLIPLoader, DualCLIPLoader, UpscaleModelLoader, ImageUpscaleWithModel,
-    ControlNetLoader, ControlNetApplyAdvanced, ControlNetApply, Canny,
+    ControlNetLoader, ControlNetApplyAdvanced, ControlNetApply, Canny, VAEDecodeTiled, VAEEncodeTiled,
 ]

@@ -10,7 +10,8 @@ import torch
 
 from engine import ModelLoadError, Session, Settings
 from nodes.core.spandrel_import import import_spandrel
-from nodes.core.upscale_model import UpscaleModel, tiled_scale
+from nodes.core.tiles import tiled_scale
+from nodes.core.upscale_model import UpscaleModel
 
 
 def nearest_x4(images):

@@ -3,7 +3,6 @@
 ComfyUI runs them."""
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from engine import EdgeValue, Link, ModelLoadError, Node, NodeOutput, Widget
 
 from ..types import Image
 from .spandrel_import import import_spandrel, refuse_if_torchvision_is_needed
+from .tiles import tiled_scale
 from .vae import ImageOut, model_files, model_path
 
 UPSCALE_EXTENSIONS = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
@@ -126,38 +126,3 @@ class ImageUpscaleWithModel(Node):
                 if tile < SMALLEST_TILE:
                     raise
         return ImageOut(Image(torch.clamp(out.movedim(-3, -1), 0.0, 1.0).float().cpu()))
-
-
-def tiled_scale(samples, function, tile: int, overlap: int, scale: float, out_channels: int):
-    """ComfyUI's tiled_scale: each tile's output is weighted by a linear ramp over its outer
-    `overlap·scale` pixels on every side, and the image is Σ(out·ramp)/Σramp. An image that fits
-    in one tile goes through whole."""
-    import torch
-
-    height, width = samples.shape[-2:]
-    output = torch.empty([samples.shape[0], out_channels, round(height * scale), round(width * scale)])
-    for b in range(samples.shape[0]):
-        image = samples[b:b + 1]
-        if height <= tile and width <= tile:
-            output[b:b + 1] = function(image).cpu()
-            continue
-        total = torch.zeros([1, out_channels, round(height * scale), round(width * scale)])
-        weight = torch.zeros_like(total)
-        starts = [range(0, size - overlap, tile - overlap) if size > tile else [0] for size in (height, width)]
-        for y, x in itertools.product(*starts):
-            y, x = max(0, min(height - overlap, y)), max(0, min(width - overlap, x))
-            piece = image[..., y:y + min(tile, height - y), x:x + min(tile, width - x)]
-            out = function(piece).cpu()
-            ramp = torch.ones_like(out)
-            feather = round(overlap * scale)
-            for dim in (2, 3):
-                if feather >= ramp.shape[dim]:
-                    continue
-                for t in range(feather):
-                    ramp.narrow(dim, t, 1).mul_((t + 1) / feather)
-                    ramp.narrow(dim, ramp.shape[dim] - 1 - t, 1).mul_((t + 1) / feather)
-            top, left = round(y * scale), round(x * scale)
-            total[..., top:top + out.shape[2], left:left + out.shape[3]] += out * ramp
-            weight[..., top:top + out.shape[2], left:left + out.shape[3]] += ramp
-        output[b:b + 1] = total / weight
-    return output

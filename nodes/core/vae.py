@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,8 @@ from engine.settings import Settings
 
 from ..types import Image, Latent, Mask
 from .latent import LatentOut
+
+log = logging.getLogger(__name__)
 
 VAE_EXTENSIONS = (".safetensors", ".sft", ".pt", ".ckpt", ".bin", ".pth")
 SDXL_VAE_CONFIG = Path(__file__).parent / "configs" / "sdxl_vae.json"
@@ -161,17 +164,35 @@ class VAEDecode(Node):
     vae: VAE = Link()
 
     def execute(self, ctx) -> ImageOut:
-        import torch
+        return ImageOut(Image(decode_latents(ctx, self.vae, self.samples.samples)))
 
-        model = ctx.models.get(self.vae)
-        dtype = next(model.parameters()).dtype
-        with torch.inference_mode():
-            decoded = model.decode(self.samples.samples.to(self.vae.device, dtype)).sample
-        if torch.isnan(decoded).any():
-            raise ValueError(f"the VAE produced NaNs in {dtype} (an SDXL VAE in fp16 does this; "
-                             "use the sdxl-vae-fp16-fix weights or run it in fp32/bf16)")
-        pixels = ((decoded.float() + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu()
-        return ImageOut(Image(pixels))
+
+def decode_latents(ctx, vae: VAE, latents, tiles: tuple[int, int] | None = None):
+    """Raw latents → images [B, H, W, 3] in [0, 1], whole or in (tile, overlap) latent-cell
+    tiles; like ComfyUI, a whole decode that runs out of memory is done again in 64-cell tiles."""
+    import torch
+
+    from .tiles import decoded_in_tiles
+
+    model = ctx.models.get(vae)
+    dtype = next(model.parameters()).dtype
+
+    def decode(part):
+        return model.decode(part.to(vae.device, dtype)).sample.float()
+
+    with torch.inference_mode():
+        if tiles is None:
+            try:
+                decoded = decode(latents)
+            except torch.OutOfMemoryError:
+                log.warning("out of memory decoding the whole image; decoding it again in tiles, as ComfyUI does")
+                tiles = (64, 16)
+        if tiles is not None:
+            decoded = decoded_in_tiles(decode, latents, *tiles)
+    if torch.isnan(decoded).any():
+        raise ValueError(f"the VAE produced NaNs in {dtype} (an SDXL VAE in fp16 does this; "
+                         "use the sdxl-vae-fp16-fix weights or run it in fp32/bf16)")
+    return ((decoded + 1.0) / 2.0).clamp(0, 1).permute(0, 2, 3, 1).cpu()
 
 
 class VAEEncode(Node):
@@ -196,16 +217,28 @@ def crop_to_multiple_of_8(images):
     return images[:, top:top + height, left:left + width]
 
 
-def encode_pixels(ctx, vae: VAE, images):
-    """[B, H, W, 3] in [0, 1] → raw latents (posterior mode), float32 on the CPU."""
+def encode_pixels(ctx, vae: VAE, images, tiles: tuple[int, int] | None = None):
+    """[B, H, W, 3] in [0, 1] → raw latents (posterior mode), float32 on the CPU, whole or in
+    (tile, overlap) pixel tiles; a whole encode that runs out of memory is redone in 512s."""
     import torch
+
+    from .tiles import encoded_in_tiles
 
     model = ctx.models.get(vae)
     dtype = next(model.parameters()).dtype
-    x = images.permute(0, 3, 1, 2).to(vae.device, dtype) * 2.0 - 1.0
+
+    def encode(part):
+        return model.encode(part.to(vae.device, dtype) * 2.0 - 1.0).latent_dist.mode().float()
+
+    pixels = images.permute(0, 3, 1, 2)
     with torch.inference_mode():
-        latents = model.encode(x).latent_dist.mode()
-    return latents.float().cpu()
+        if tiles is None:
+            try:
+                return encode(pixels).cpu()
+            except torch.OutOfMemoryError:
+                log.warning("out of memory encoding the whole image; encoding it again in tiles, as ComfyUI does")
+                tiles = (512, 64)
+        return encoded_in_tiles(encode, pixels, *tiles, channels=model.config.latent_channels).cpu()
 
 
 class VAEEncodeForInpaint(Node):
