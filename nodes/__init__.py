@@ -11,6 +11,7 @@ from .core.image import LoadImage, PreviewImage, SaveImage
 from .core.image_ops import (ImageBatch, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy,
                              ImageScaleToTotalPixels, ImageToMask, MaskToImage)
 from .core.ksampler import KSampler, KSamplerAdvanced
+from .core.model_patches import ModelSamplingDiscrete, RescaleCFG
 from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, SolidMask,
                         ThresholdMask)
 from .core.latent import (EmptyLatentImage, LatentComposite, LatentFromBatch, LatentUpscale, LatentUpscaleBy,
@@ -46,4 +47,5 @@ ALL_NODES = [
     RandomNoise, DisableNoise, CFGGuider, BasicGuider, SamplerCustom, SamplerCustomAdvanced,
     UNETLoader, CLIPLoader, DualCLIPLoader, UpscaleModelLoader, ImageUpscaleWithModel,
     ControlNetLoader, ControlNetApplyAdvanced, ControlNetApply, Canny, VAEDecodeTiled, VAEEncodeTiled,
+    ModelSamplingDiscrete, RescaleCFG,
 ]

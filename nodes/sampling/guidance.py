@@ -183,9 +183,26 @@ class Guided:
         return self._keep["uncond"]
 
 
+def rescaled_cfg(cond: torch.Tensor, uncond: torch.Tensor, cfg: float, x: torch.Tensor, sigma: torch.Tensor,
+                 multiplier: float) -> torch.Tensor:
+    """RescaleCFG (Lin et al. 2023, §3.4), on v predictions as ComfyUI computes it: the guided v
+    is scaled to the conditional v's standard deviation, blended by `multiplier`."""
+    # ComfyUI hands its cfg functions x − D and takes x − result back: kept, for the same rounding
+    cond, uncond = x - cond, x - uncond
+    sigma = sigma.reshape(sigma.shape[:1] + (1,) * (x.ndim - 1))
+    scaled = x / (sigma * sigma + 1.0)
+    v_cond = ((scaled - (x - cond)) * (sigma ** 2 + 1.0) ** 0.5) / sigma
+    v_uncond = ((scaled - (x - uncond)) * (sigma ** 2 + 1.0) ** 0.5) / sigma
+    v_cfg = v_uncond + cfg * (v_cond - v_uncond)
+    v_rescaled = v_cfg * (torch.std(v_cond, dim=(1, 2, 3), keepdim=True) / torch.std(v_cfg, dim=(1, 2, 3), keepdim=True))
+    v_final = multiplier * v_rescaled + (1.0 - multiplier) * v_cfg
+    return x - (x - (scaled - v_final * sigma / (sigma * sigma + 1.0) ** 0.5))
+
+
 def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: list[CondEntry], cfg: float,
-                 ms: DiscreteSampling, always_uncond: bool = False) -> Guided:
-    """CFG over both sides; with cfg ≈ 1 the negative is skipped unless `always_uncond`."""
+                 ms: DiscreteSampling, always_uncond: bool = False, rescale: float | None = None) -> Guided:
+    """CFG over both sides; with cfg ≈ 1 the negative is skipped unless `always_uncond`.
+    `rescale`: RescaleCFG's multiplier, or None."""
     given = [positive] if math.isclose(cfg, 1.0) and not always_uncond else [positive, negative]
     prepared: dict[tuple, list[list[CondEntry]]] = {}
     keep: dict[str, torch.Tensor] = {}
@@ -222,6 +239,8 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
         if len(results) == 1:
             return results[0]
         keep["uncond"] = results[1]
+        if rescale is not None:
+            return rescaled_cfg(results[0], results[1], cfg, x, sigma, rescale)
         return results[1] + (results[0] - results[1]) * cfg
 
     return Guided(denoise, keep)

@@ -32,6 +32,7 @@ class SamplingModel:
     latent_scale: float
     device: str
     concat_channels: int = 0  # inpainting UNets take 5 more: the mask and the masked latent
+    cfg_rescale: float | None = None  # RescaleCFG: the guided prediction's spread brought back
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,8 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         return ms.denoised(sigma_part, output.float(), x_part)
 
     negative = [entry.replace(prompt_type="negative") for entry in negative]
-    guided = cfg_denoiser(raw, positive, negative, cfg, ms, always_uncond=sampler_name in NEEDS_UNCOND)
+    guided = cfg_denoiser(raw, positive, negative, cfg, ms, always_uncond=sampler_name in NEEDS_UNCOND,
+                          rescale=model.cfg_rescale)
     denoise = guided
     if noise_mask is not None:
         # ddim holds the masked-out area to fresh CPU noise drawn from seed + 1, as ComfyUI does

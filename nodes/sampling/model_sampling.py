@@ -11,7 +11,9 @@ from typing import Literal
 
 import torch
 
-Prediction = Literal["eps", "v"]
+# eps and v: what SD/SDXL checkpoints predict; x0, lcm and img_to_img: ModelSamplingDiscrete's
+# other choices (lcm also samples on its distilled 50-step table, see LcmSampling)
+Prediction = Literal["eps", "v", "x0", "lcm", "img_to_img"]
 
 
 def _sigma_table(linear_start: float, linear_end: float, timesteps: int, zero_terminal_snr: bool) -> torch.Tensor:
@@ -36,7 +38,7 @@ def _rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True, eq=False)
 class DiscreteSampling:
-    """σ_t for t = 0…999, with EPS or V prediction (sigma_data = 1)."""
+    """σ_t for t = 0…999 and the prediction type (sigma_data = 1)."""
 
     prediction: Prediction = "eps"
     linear_start: float = 0.00085
@@ -80,15 +82,18 @@ class DiscreteSampling:
             return 0.0
         return float(self.sigma(torch.tensor((1.0 - percent) * 999.0)))
 
-    @staticmethod
-    def model_input(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """x·c_in, as ComfyUI computes it: x / √(σ² + 1)."""
+    def model_input(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x·c_in, as ComfyUI computes it: x / √(σ² + 1) (img_to_img models take x as it is)."""
+        if self.prediction == "img_to_img":
+            return x
         return x / (sigma.reshape(sigma.shape[:1] + (1,) * (x.ndim - 1)) ** 2 + 1.0) ** 0.5
 
     def denoised(self, sigma: torch.Tensor, model_output: torch.Tensor, model_input: torch.Tensor) -> torch.Tensor:
         sigma = sigma.reshape(sigma.shape[:1] + (1,) * (model_output.ndim - 1))
         if self.prediction == "v":
             return model_input / (sigma ** 2 + 1.0) - model_output * sigma / (sigma ** 2 + 1.0) ** 0.5
+        if self.prediction in ("x0", "img_to_img"):
+            return model_output
         return model_input - model_output * sigma
 
     def noise_scaling(self, sigma, noise: torch.Tensor, latent: torch.Tensor, max_denoise: bool = False):
@@ -100,3 +105,42 @@ class DiscreteSampling:
 
     def is_max_denoise(self, sigma: float) -> bool:
         return math.isclose(self.sigma_max, sigma, rel_tol=1e-05) or sigma > self.sigma_max
+
+
+@dataclass(frozen=True, eq=False)
+class LcmSampling(DiscreteSampling):
+    """ComfyUI's ModelSamplingDiscreteDistilled with LCM's boundary conditions: the 50 σ an
+    LCM was distilled on (every 20th of the table, ending at t = 999), timesteps mapped back to
+    the full table (index·20 + 19), and x0 = c_skip·x + c_out·(x − σ·ε) at 10× the timestep."""
+
+    prediction: Prediction = "lcm"
+    original_steps: int = 50
+
+    def __post_init__(self):
+        super().__post_init__()
+        skip = len(self.sigmas) // self.original_steps
+        picked = torch.stack([self.sigmas[len(self.sigmas) - 1 - k * skip] for k in range(self.original_steps)]).flip(0)
+        object.__setattr__(self, "skip", skip)
+        object.__setattr__(self, "sigmas", picked.float())
+        object.__setattr__(self, "log_sigmas", picked.float().log())
+
+    def timestep(self, sigma) -> torch.Tensor:
+        return super().timestep(sigma) * self.skip + (self.skip - 1)
+
+    def sigma(self, timestep) -> torch.Tensor:
+        t = (torch.as_tensor(timestep, dtype=torch.float32) - (self.skip - 1)) / self.skip
+        return super().sigma(t)
+
+    def denoised(self, sigma: torch.Tensor, model_output: torch.Tensor, model_input: torch.Tensor) -> torch.Tensor:
+        timestep = self.timestep(sigma).reshape(sigma.shape[:1] + (1,) * (model_output.ndim - 1)) * 10.0
+        x0 = super().denoised(sigma, model_output, model_input)
+        sigma_data = 0.5
+        c_skip = sigma_data ** 2 / (timestep ** 2 + sigma_data ** 2)
+        c_out = timestep / (timestep ** 2 + sigma_data ** 2) ** 0.5
+        return c_out * x0 + c_skip * model_input
+
+
+def model_sampling(prediction: str, zero_terminal_snr: bool = False) -> DiscreteSampling:
+    if prediction == "lcm":
+        return LcmSampling(zero_terminal_snr=zero_terminal_snr)
+    return DiscreteSampling(prediction=prediction, zero_terminal_snr=zero_terminal_snr)

@@ -54,6 +54,7 @@ class DiffusionModel(EdgeValue):
     loras: tuple[LoraPatch, ...] = ()
     weight_dtype: str = "default"  # UNETLoader's fp8 choices store the weights in that format
     layout: str = "ldm"  # or "diffusers": a UNet file already in diffusers' names
+    cfg_rescale: float | None = None  # RescaleCFG's multiplier
 
     @property
     def family(self) -> Family:
@@ -70,9 +71,9 @@ class DiffusionModel(EdgeValue):
         return replace(self, loras=self.loras + patches)
 
     def model_sampling(self):
-        from ..sampling.model_sampling import DiscreteSampling
+        from ..sampling.model_sampling import model_sampling
 
-        return DiscreteSampling(prediction=self.prediction, zero_terminal_snr=self.zero_terminal_snr)
+        return model_sampling(self.prediction, self.zero_terminal_snr)
 
     def load(self) -> Any:
         from diffusers import UNet2DConditionModel
@@ -213,4 +214,5 @@ def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None
                     added_cond_kwargs=added, return_dict=False, **residuals)[0]
 
     extra = unet.config.in_channels - unet.config.out_channels
-    return SamplingModel(predict, handle.model_sampling(), family.latent_scale, device, concat_channels=extra)
+    return SamplingModel(predict, handle.model_sampling(), family.latent_scale, device, concat_channels=extra,
+                         cfg_rescale=handle.cfg_rescale)

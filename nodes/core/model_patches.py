@@ -1,0 +1,44 @@
+"""Nodes that change how a MODEL samples without touching its weights: ModelSamplingDiscrete
+(the prediction type and zero-terminal-SNR schedule) and RescaleCFG. They return a new handle;
+the UNet loaded for it is the same."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from engine import Link, Node, Widget
+
+from ..sd.loaders import ModelOut
+from ..sd.models import DiffusionModel
+
+PREDICTIONS = {"eps": "eps", "v_prediction": "v", "lcm": "lcm", "x0": "x0", "img_to_img": "img_to_img"}
+
+
+class ModelSamplingDiscrete(Node):
+    """Sample the model as another prediction type (v, LCM, x0…), optionally with zero terminal SNR."""
+
+    class_type = "ModelSamplingDiscrete"
+    display_name = "ModelSamplingDiscrete"
+    category = "advanced/model"
+
+    model: DiffusionModel = Link()
+    sampling: Literal[tuple(PREDICTIONS)] = Widget("eps")  # type: ignore[valid-type]
+    zsnr: bool = Widget(False)
+
+    def execute(self, ctx) -> ModelOut:
+        return ModelOut(dataclasses.replace(self.model, prediction=PREDICTIONS[self.sampling],
+                                            zero_terminal_snr=self.zsnr))
+
+
+class RescaleCFG(Node):
+    """Rescale the guided prediction to the conditional one's spread (for v-prediction models)."""
+
+    class_type = "RescaleCFG"
+    display_name = "RescaleCFG"
+    category = "advanced/model"
+
+    model: DiffusionModel = Link()
+    multiplier: float = Widget(0.7, ge=0.0, le=1.0, step=0.01)
+
+    def execute(self, ctx) -> ModelOut:
+        return ModelOut(dataclasses.replace(self.model, cfg_rescale=self.multiplier))

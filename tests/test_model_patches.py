@@ -1,0 +1,106 @@
+"""ModelSamplingDiscrete (prediction types, LCM's distilled table, zsnr) and RescaleCFG."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine import Session, Settings
+from nodes.sampling.guidance import rescaled_cfg
+from nodes.sampling.model_sampling import DiscreteSampling, LcmSampling, model_sampling
+
+
+def test_lcm_samples_on_every_20th_sigma_and_maps_timesteps_back_to_the_full_table():
+    full, lcm = DiscreteSampling(), LcmSampling()
+    assert len(lcm.sigmas) == 50 and torch.equal(lcm.sigmas, full.sigmas[19::20])
+    assert lcm.timestep(lcm.sigmas).tolist() == [19.0 + 20 * k for k in range(50)]
+    assert torch.allclose(lcm.sigma(lcm.timestep(lcm.sigmas)), lcm.sigmas, rtol=1e-6)
+    assert lcm.sigma_max == full.sigma_max and lcm.sigma_min == float(full.sigmas[19])
+    # the distilled timestep of a σ between two table entries is the nearer one's
+    between = (lcm.sigmas[10] * lcm.sigmas[11]) ** 0.5 * 0.99
+    assert float(lcm.timestep(between)) == 19 + 20 * 10
+
+
+def test_lcm_boundary_conditions():
+    lcm = LcmSampling()
+    sigma = torch.tensor([float(lcm.sigmas[30])])
+    x, eps = torch.randn([1, 4, 2, 2]), torch.randn([1, 4, 2, 2])
+    t = (19 + 20 * 30) * 10.0
+    c_skip, c_out = 0.25 / (t ** 2 + 0.25), t / (t ** 2 + 0.25) ** 0.5
+    assert torch.allclose(lcm.denoised(sigma, eps, x), c_out * (x - sigma * eps) + c_skip * x)
+
+
+def test_x0_and_img_to_img_predict_the_image_itself():
+    sigma, x, out = torch.tensor([3.0]), torch.randn([1, 4, 2, 2]), torch.randn([1, 4, 2, 2])
+    assert torch.equal(model_sampling("x0").denoised(sigma, out, x), out)
+    img = model_sampling("img_to_img")
+    assert torch.equal(img.model_input(x, sigma), x) and torch.equal(img.denoised(sigma, out, x), out)
+    assert torch.allclose(model_sampling("x0").model_input(x, sigma), x / 10 ** 0.5)
+
+
+def test_rescale_cfg_brings_the_guided_v_to_the_conditional_spread():
+    generator = torch.Generator().manual_seed(0)
+    x, cond, uncond = (torch.randn([2, 4, 8, 8], generator=generator) for _ in range(3))
+    sigma = torch.tensor([2.0, 0.5])
+    plain = uncond + 7.0 * (cond - uncond)
+    assert torch.allclose(rescaled_cfg(cond, uncond, 7.0, x, sigma, 0.0), plain, atol=1e-4)
+
+    def v(denoised):  # the v prediction a denoised estimate stands for
+        s = sigma.reshape(-1, 1, 1, 1)
+        return (x / (s * s + 1) - denoised) * (s * s + 1) ** 0.5 / s
+
+    full = v(rescaled_cfg(cond, uncond, 7.0, x, sigma, 1.0))
+    assert torch.allclose(full.std(dim=(1, 2, 3)), v(cond).std(dim=(1, 2, 3)), rtol=1e-4)
+    assert torch.allclose(full / full.std(dim=(1, 2, 3), keepdim=True),
+                          v(plain) / v(plain).std(dim=(1, 2, 3), keepdim=True), atol=1e-4)
+
+
+def _graph(checkpoint: str, patch: dict | None, sampler="euler", steps=4):
+    graph = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cat", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}},
+        "4": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "5": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": 3, "steps": steps, "cfg": 6.0,
+                                                   "sampler_name": sampler, "scheduler": "normal", "denoise": 1.0,
+                                                   "positive": ["2", 0], "negative": ["3", 0], "latent_image": ["4", 0]}},
+        "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 0], "vae": ["1", 2]}},
+        "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+    }
+    if patch is not None:
+        graph["8"] = {**patch, "inputs": {**patch["inputs"], "model": ["1", 0]}}
+        graph["5"]["inputs"]["model"] = ["8", 0]
+    return graph
+
+
+def _pixels(tiny_models, tmp_path, graph):
+    from PIL import Image
+
+    result = Session(settings=Settings(models_dir=tiny_models, output_dir=tmp_path, device="cpu")).execute(graph)
+    assert result.status == "ok", result.errors
+    return np.asarray(Image.open(result.files[0])).astype(int)
+
+
+def _sampling(kind: str, zsnr=False):
+    return {"class_type": "ModelSamplingDiscrete", "inputs": {"sampling": kind, "zsnr": zsnr}}
+
+
+def test_model_sampling_discrete_sets_how_the_model_is_read(tiny_models, tmp_path):
+    """On the SD2-v checkpoint (detected as v), asking for v changes nothing, asking for eps
+    does, and so do zsnr, x0 and LCM; RescaleCFG at 0 is plain CFG."""
+    checkpoint = "tiny_sd2_v.safetensors"
+    base = _pixels(tiny_models, tmp_path, _graph(checkpoint, None))
+    assert np.array_equal(_pixels(tiny_models, tmp_path, _graph(checkpoint, _sampling("v_prediction"))), base)
+    others = [_pixels(tiny_models, tmp_path, _graph(checkpoint, patch)) for patch in
+              (_sampling("eps"), _sampling("v_prediction", zsnr=True), _sampling("x0"), _sampling("lcm"))]
+    assert all(np.abs(image - base).max() > 10 for image in others)
+    rescale = {"class_type": "RescaleCFG", "inputs": {"multiplier": 0.0}}
+    assert np.abs(_pixels(tiny_models, tmp_path, _graph(checkpoint, rescale)) - base).max() <= 1
+    rescale["inputs"]["multiplier"] = 0.7
+    assert np.abs(_pixels(tiny_models, tmp_path, _graph(checkpoint, rescale)) - base).max() > 10
+
+
+@pytest.mark.parametrize("sampler", ["lcm", "euler"])
+def test_an_lcm_patched_model_samples(sampler, tiny_models, tmp_path):
+    pixels = _pixels(tiny_models, tmp_path, _graph("tiny_sd15.safetensors", _sampling("lcm"), sampler=sampler))
+    assert pixels.shape == (64, 64, 3) and pixels.std() > 0
