@@ -1,21 +1,23 @@
 """The built-in node pack. `ALL_NODES` is what the `run_graph.nodes` entry point publishes."""
+from .core.canny import Canny
+from .core.composite import ImageCompositeMasked, LatentCompositeMasked
 from .core.conditioning import (ConditioningAverage, ConditioningCombine, ConditioningConcat,
                                 ConditioningSetArea, ConditioningSetAreaPercentage, ConditioningSetMask,
                                 ConditioningSetTimestepRange, ConditioningZeroOut)
-from .core.canny import Canny
 from .core.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader
 from .core.custom_sampling import (BasicGuider, BasicScheduler, CFGGuider, DisableNoise, ExponentialScheduler,
                                    KarrasScheduler, KSamplerSelect, RandomNoise, SamplerCustom,
                                    SamplerCustomAdvanced, SDTurboScheduler, SplitSigmas)
 from .core.image import LoadImage, PreviewImage, SaveImage
-from .core.image_ops import (ImageBatch, ImageCrop, ImageInvert, ImagePadForOutpaint, ImageScale, ImageScaleBy,
-                             ImageScaleToTotalPixels, ImageToMask, MaskToImage)
+from .core.image_filters import ImageBlend, ImageBlur, ImageSharpen
+from .core.image_ops import (EmptyImage, GetImageSize, ImageBatch, ImageCrop, ImageInvert, ImagePadForOutpaint,
+                             ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageToMask, MaskToImage)
 from .core.ksampler import KSampler, KSamplerAdvanced
-from .core.model_patches import ModelSamplingDiscrete, RescaleCFG
-from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, SolidMask,
-                        ThresholdMask)
 from .core.latent import (EmptyLatentImage, LatentComposite, LatentFromBatch, LatentUpscale, LatentUpscaleBy,
                           RepeatLatentBatch, SetLatentNoiseMask)
+from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, SolidMask,
+                        ThresholdMask)
+from .core.model_patches import ModelSamplingDiscrete, RescaleCFG
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
                               PrimitiveStringMultiline)
 from .core.upscale_model import ImageUpscaleWithModel, UpscaleModelLoader
@@ -47,5 +49,6 @@ ALL_NODES = [
     RandomNoise, DisableNoise, CFGGuider, BasicGuider, SamplerCustom, SamplerCustomAdvanced,
     UNETLoader, CLIPLoader, DualCLIPLoader, UpscaleModelLoader, ImageUpscaleWithModel,
     ControlNetLoader, ControlNetApplyAdvanced, ControlNetApply, Canny, VAEDecodeTiled, VAEEncodeTiled,
-    ModelSamplingDiscrete, RescaleCFG,
+    ModelSamplingDiscrete, RescaleCFG, ImageBlend, ImageBlur, ImageSharpen, ImageCompositeMasked,
+    LatentCompositeMasked, EmptyImage, GetImageSize,
 ]

@@ -196,3 +196,44 @@ class MaskToImage(Node):
     def execute(self, ctx) -> ImageOut:
         mask = self.mask.mask
         return ImageOut(Image(mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).movedim(1, -1).expand(-1, -1, -1, 3)))
+
+
+class EmptyImage(Node):
+    """A batch of images of one colour (0xRRGGBB)."""
+
+    class_type = "EmptyImage"
+    display_name = "EmptyImage"
+    category = "image"
+
+    width: int = Widget(512, ge=1, le=MAX_RESOLUTION, step=1)
+    height: int = Widget(512, ge=1, le=MAX_RESOLUTION, step=1)
+    batch_size: int = Widget(1, ge=1, le=4096)
+    color: int = Widget(0, ge=0, le=0xFFFFFF, step=1)
+
+    def execute(self, ctx) -> ImageOut:
+        import torch
+
+        channels = [torch.full([self.batch_size, self.height, self.width, 1], ((self.color >> shift) & 0xFF) / 0xFF)
+                    for shift in (16, 8, 0)]
+        return ImageOut(Image(torch.cat(channels, dim=-1)))
+
+
+@dataclass(frozen=True)
+class SizeOut(NodeOutput):
+    width: int
+    height: int
+    batch_size: int
+
+
+class GetImageSize(Node):
+    """The width, height and batch size of an image."""
+
+    class_type = "GetImageSize"
+    display_name = "Get Image Size"
+    category = "image"
+
+    image: Image = Link()
+
+    def execute(self, ctx) -> SizeOut:
+        batch, height, width = self.image.pixels.shape[:3]
+        return SizeOut(int(width), int(height), int(batch))
