@@ -12,6 +12,7 @@ from .core.image import LoadImage, PreviewImage, SaveImage
 from .core.image_filters import ImageBlend, ImageBlur, ImageSharpen
 from .core.image_ops import (EmptyImage, GetImageSize, ImageBatch, ImageCrop, ImageInvert, ImagePadForOutpaint,
                              ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageToMask, MaskToImage)
+from .core.inpaint import InpaintModelConditioning
 from .core.ksampler import KSampler, KSamplerAdvanced
 from .core.latent import (EmptyLatentImage, LatentComposite, LatentFromBatch, LatentUpscale, LatentUpscaleBy,
                           RepeatLatentBatch, SetLatentNoiseMask)
@@ -50,5 +51,5 @@ ALL_NODES = [
     UNETLoader, CLIPLoader, DualCLIPLoader, UpscaleModelLoader, ImageUpscaleWithModel,
     ControlNetLoader, ControlNetApplyAdvanced, ControlNetApply, Canny, VAEDecodeTiled, VAEEncodeTiled,
     ModelSamplingDiscrete, RescaleCFG, ImageBlend, ImageBlur, ImageSharpen, ImageCompositeMasked,
-    LatentCompositeMasked, EmptyImage, GetImageSize,
+    LatentCompositeMasked, EmptyImage, GetImageSize, InpaintModelConditioning,
 ]

@@ -188,3 +188,38 @@ def test_an_inpainting_model_gets_the_rounded_mask_and_the_latent_as_extra_chann
     seen.clear()
     run(Inpainting(), latent=latent)  # no mask: ones and mid grey
     assert seen[0][0, 0].eq(1).all() and seen[0][0, 1].eq(0.8223).all() and seen[0][0, 4].eq(0.1380).all()
+
+
+def test_an_entry_that_carries_its_masked_image_gives_the_inpainting_channels():
+    """InpaintModelConditioning's entries bring their own masked latent (scaled like the sampled
+    one, stretched to its size and batch) and mask; entries without keep the noise-mask default."""
+    from nodes.sampling.ksampler import resize_to_batch
+
+    seen = []
+
+    class Inpainting(ToyModel):
+        def predict(self, x_in, timesteps, entries, size, concat=None):
+            seen.append((list(entries), concat))
+            return super().predict(x_in, timesteps, entries, size)
+
+        def sampling_model(self):
+            return SamplingModel(self.predict, MS, latent_scale=0.5, device="cpu", concat_channels=5)
+
+    generator = torch.Generator().manual_seed(5)
+    latent = torch.randn([2, 4, 8, 8], generator=generator)
+    own_latent = torch.randn([1, 4, 4, 4], generator=generator)  # another size: stretched
+    own_mask = torch.zeros([1, 1, 32, 32])
+    own_mask[..., 16:, :] = 1.0
+    carrying = entry(1.0, concat_latent=own_latent, concat_mask=own_mask)
+    run(Inpainting(), latent=latent, positive=(carrying,), negative=(entry(-1.0),), noise_mask=None)
+    entries, concat = seen[0]
+    for i, e in enumerate(entries):
+        if e.cross_attn.mean() > 0:  # the carrying entry (positive)
+            assert concat[i, 0, 4:].eq(1).all() and concat[i, 0, :4].eq(0).all()
+            stretched = torch.nn.functional.interpolate(own_latent * 0.5, size=(8, 8), mode="bilinear")
+            assert torch.allclose(concat[i, 1:], stretched[0], atol=1e-6)
+        else:
+            assert concat[i, 0].eq(1).all() and concat[i, 1].eq(0.8223).all()
+    pair = torch.arange(2.0).reshape(2, 1)
+    assert resize_to_batch(pair, 4).flatten().tolist() == [0, 0, 1, 1]
+    assert resize_to_batch(torch.arange(5.0), 3).tolist() == [0, 2, 4]

@@ -344,19 +344,25 @@ def test_float8_checkpoints_upcast_exactly_and_pickles_load_without_running_code
         CheckpointFile(tmp_path / "evil.ckpt")
 
 
-def test_an_sd15_inpainting_checkpoint_runs_with_its_mask_channels(tmp_path):
-    """9 input channels: the UNet gets the rounded mask and the masked latent next to x."""
-    import numpy as np
-    from PIL import Image
-
-    from engine import Session, Settings
+def _inpainting_checkpoint(models: Path) -> None:
+    """A tiny SD1.5 inpainting checkpoint: 9 UNet input channels."""
     from nodes.sd.tiny import CLIP_L, _clip, _save, _unet, _vae
 
     generator = torch.Generator().manual_seed(9)
     state = {"model.diffusion_model." + k: v for k, v in _unet({**SD15_UNET, "in_channels": 9}, generator).items()}
     state |= {"cond_stage_model.transformer." + k: v for k, v in _clip(CLIP_L, generator, False).items()}
     state |= {"first_stage_model." + k: v for k, v in _vae(generator).items()}
-    _save(tmp_path / "models" / "checkpoints" / "inpaint.safetensors", state)
+    _save(models / "checkpoints" / "inpaint.safetensors", state)
+
+
+def test_an_sd15_inpainting_checkpoint_runs_with_its_mask_channels(tmp_path):
+    """9 input channels: the UNet gets the rounded mask and the masked latent next to x."""
+    import numpy as np
+    from PIL import Image
+
+    from engine import Session, Settings
+
+    _inpainting_checkpoint(tmp_path / "models")
     examples = Path(__file__).resolve().parent.parent / "examples" / "input"
     graph = {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "inpaint.safetensors"}},
@@ -376,3 +382,49 @@ def test_an_sd15_inpainting_checkpoint_runs_with_its_mask_channels(tmp_path):
     result = session.execute(graph)
     assert result.status == "ok"
     assert np.asarray(Image.open(result.outputs["9"].files[0])).shape == (96, 128, 3)
+
+
+def test_inpaint_model_conditioning_samples_the_whole_image_and_shows_the_model_the_masked_one(tmp_path):
+    """The latent it gives is the plain encoding (so decoding it is VAEEncode's round trip); the
+    entries carry the masked image for the inpainting UNet, which changes the result; without
+    `noise_mask` the latent has none and the whole image is sampled."""
+    import numpy as np
+    from PIL import Image
+
+    from engine import Session, Settings
+
+    _inpainting_checkpoint(tmp_path / "models")
+    examples = Path(__file__).resolve().parent.parent / "examples" / "input"
+    graph = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "inpaint.safetensors"}},
+        "1": {"class_type": "LoadImage", "inputs": {"image": "yosemite_inpaint_example.png"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a cat", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "2": {"class_type": "InpaintModelConditioning", "inputs": {
+            "positive": ["6", 0], "negative": ["7", 0], "vae": ["4", 2], "pixels": ["1", 0], "mask": ["1", 1],
+            "noise_mask": True}},
+        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["2", 2], "vae": ["4", 2]}},
+        "11": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
+        "12": {"class_type": "VAEEncode", "inputs": {"pixels": ["1", 0], "vae": ["4", 2]}},
+        "13": {"class_type": "VAEDecode", "inputs": {"samples": ["12", 0], "vae": ["4", 2]}},
+        "14": {"class_type": "PreviewImage", "inputs": {"images": ["13", 0]}},
+        "3": {"class_type": "KSampler", "inputs": {"model": ["4", 0], "seed": 1, "steps": 3, "cfg": 5.0,
+                                                   "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+                                                   "positive": ["2", 0], "negative": ["2", 1], "latent_image": ["2", 2]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
+    }
+    session = Session(settings=Settings(models_dir=tmp_path / "models", input_dir=examples, output_dir=tmp_path / "out",
+                                        device="cpu"))
+
+    def images(graph):
+        result = session.execute(graph)
+        assert result.status == "ok", result.errors
+        return {k: np.asarray(Image.open(result.outputs[k].files[0])).astype(int) for k in ("9", "11", "14")}
+
+    first = images(graph)
+    assert np.array_equal(first["11"], first["14"])
+    plain = {**graph, "3": {**graph["3"], "inputs": {**graph["3"]["inputs"], "positive": ["6", 0], "negative": ["7", 0]}}}
+    assert np.abs(images(plain)["9"] - first["9"]).max() > 10  # the default concat is another input
+    unmasked = {**graph, "2": {**graph["2"], "inputs": {**graph["2"]["inputs"], "noise_mask": False}}}
+    assert np.abs(images(unmasked)["9"] - first["9"]).max() > 10

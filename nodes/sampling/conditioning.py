@@ -37,6 +37,10 @@ class CondEntry:
     control: Any = None
     # ControlNetApply (the old node) set on the positive side only: the negative borrows it
     control_apply_to_uncond: bool = False
+    # InpaintModelConditioning: what an inpainting UNet's extra channels show for this entry (the
+    # masked image's latent, unscaled, and its mask), instead of the sampled latent and noise mask
+    concat_latent: Any = None
+    concat_mask: Any = None
 
     def replace(self, **changes) -> "CondEntry":
         return dataclasses.replace(self, **changes)

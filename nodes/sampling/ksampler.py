@@ -5,6 +5,7 @@ The family supplies a `predict(x_in, timestep, entries, size, concat)` that runs
 extra input channels of inpainting models (mask and masked latent), or None."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -78,13 +79,30 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
     x = ms.noise_scaling(sigmas[0], noise, scaled, max_denoise=ms.is_max_denoise(float(sigmas[0])))
     size = tuple(latent.shape[-2:])
 
-    concat = _inpaint_concat(noise_mask, scaled) if model.concat_channels else None
+    batch = scaled.shape[0]
+    concats: dict[int | None, torch.Tensor] = {}
+
+    def concat_of(entry: CondEntry) -> torch.Tensor:
+        """An inpainting UNet's extra channels for an entry (ComfyUI's concat_cond): its own
+        masked image and mask, or the sampled latent and noise mask."""
+        key = None if entry.concat_latent is None else id(entry)
+        if key not in concats:
+            if key is None:
+                concats[key] = _inpaint_concat(noise_mask, scaled)
+            else:
+                image = entry.concat_latent.to(device, torch.float32) * model.latent_scale
+                if image.shape[1:] != scaled.shape[1:]:
+                    from ..core.resample import common_upscale
+
+                    image = common_upscale(image, scaled.shape[-1], scaled.shape[-2], "bilinear", "center")
+                concats[key] = _inpaint_concat(entry.concat_mask, resize_to_batch(image, batch))
+        return concats[key]
 
     def raw(x_part, sigma_part, entries, areas):
-        extra = None if concat is None else torch.cat([
-            concat[i % concat.shape[0]:i % concat.shape[0] + 1, :, y:y + h, x:x + w]
-            for i, (h, w, y, x) in enumerate(areas)])
-        control = _active_controls(entries, float(sigma_part[0]), ms, batch=x.shape[0])
+        extra = None if not model.concat_channels else torch.cat([
+            concat_of(entry)[i % batch:i % batch + 1, :, y:y + h, x:x + w]
+            for i, (entry, (h, w, y, x)) in enumerate(zip(entries, areas))])
+        control = _active_controls(entries, float(sigma_part[0]), ms, batch=batch)
         output = model.predict(ms.model_input(x_part, sigma_part), ms.timestep(sigma_part), entries, size, extra,
                                **control)
         return ms.denoised(sigma_part, output.float(), x_part)
@@ -142,10 +160,22 @@ def _inpaint_concat(noise_mask, scaled: torch.Tensor) -> torch.Tensor:
         from ..core.resample import common_upscale
 
         mask = common_upscale(mask, scaled.shape[-1], scaled.shape[-2], "bilinear", "center")
-    mask = mask.round()
-    if mask.shape[0] < scaled.shape[0]:
-        mask = mask.repeat(-(-scaled.shape[0] // mask.shape[0]), 1, 1, 1)[:scaled.shape[0]]
-    return torch.cat([mask, scaled], dim=1)
+    return torch.cat([resize_to_batch(mask.round(), scaled.shape[0]), scaled], dim=1)
+
+
+def resize_to_batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
+    """ComfyUI's resize_to_batch_size: a batch stretched (or thinned) to `size` by picking
+    evenly spread items, so [a, b] becomes [a, a, b, b], not [a, b, a, b]."""
+    count = tensor.shape[0]
+    if count == size or size <= 1:
+        return tensor[:size]
+    if size < count:
+        scale = (count - 1) / (size - 1)
+        picks = [min(round(i * scale), count - 1) for i in range(size)]
+    else:
+        scale = count / size
+        picks = [min(math.floor((i + 0.5) * scale), count - 1) for i in range(size)]
+    return tensor[picks]
 
 
 def _inpainting(denoise, noise_mask, noise, scaled, ms: DiscreteSampling):
