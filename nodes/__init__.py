@@ -18,7 +18,7 @@ from .core.latent import (EmptyLatentImage, LatentComposite, LatentFromBatch, La
                           RepeatLatentBatch, SetLatentNoiseMask)
 from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, SolidMask,
                         ThresholdMask)
-from .core.model_patches import ModelSamplingDiscrete, RescaleCFG
+from .core.model_patches import ModelSamplingDiscrete, PerturbedAttentionGuidance, RescaleCFG
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
                               PrimitiveStringMultiline)
 from .core.upscale_model import ImageUpscaleWithModel, UpscaleModelLoader
@@ -50,6 +50,6 @@ ALL_NODES = [
     RandomNoise, DisableNoise, CFGGuider, BasicGuider, SamplerCustom, SamplerCustomAdvanced,
     UNETLoader, CLIPLoader, DualCLIPLoader, UpscaleModelLoader, ImageUpscaleWithModel,
     ControlNetLoader, ControlNetApplyAdvanced, ControlNetApply, Canny, VAEDecodeTiled, VAEEncodeTiled,
-    ModelSamplingDiscrete, RescaleCFG, ImageBlend, ImageBlur, ImageSharpen, ImageCompositeMasked,
+    ModelSamplingDiscrete, RescaleCFG, PerturbedAttentionGuidance, ImageBlend, ImageBlur, ImageSharpen, ImageCompositeMasked,
     LatentCompositeMasked, EmptyImage, GetImageSize, InpaintModelConditioning,
 ]

@@ -104,3 +104,43 @@ def test_model_sampling_discrete_sets_how_the_model_is_read(tiny_models, tmp_pat
 def test_an_lcm_patched_model_samples(sampler, tiny_models, tmp_path):
     pixels = _pixels(tiny_models, tmp_path, _graph("tiny_sd15.safetensors", _sampling("lcm"), sampler=sampler))
     assert pixels.shape == (64, 64, 3) and pixels.std() > 0
+
+
+def test_pag_adds_the_gap_between_the_positive_and_its_perturbed_prediction():
+    from nodes.sampling.conditioning import CondEntry
+    from nodes.sampling.guidance import cfg_denoiser
+
+    def predict(x, sigma, entries, areas, perturbed=False):
+        values = torch.tensor([float(e.cross_attn.mean()) for e in entries]).reshape(-1, 1, 1, 1)
+        return values.expand_as(x) - (0.5 if perturbed else 0.0)
+
+    positive, negative = [CondEntry(torch.full((1, 4, 2), 2.0))], [CondEntry(torch.full((1, 4, 2), -1.0))]
+    x, sigma = torch.zeros([1, 4, 8, 8]), torch.tensor([1.0])
+    plain = cfg_denoiser(predict, positive, negative, 3.0, DiscreteSampling())(x, sigma)
+    assert torch.allclose(plain, torch.full_like(x, -1.0 + 3.0 * 3.0))
+    pag = cfg_denoiser(predict, positive, negative, 3.0, DiscreteSampling(), pag_scale=2.0)(x, sigma)
+    assert torch.allclose(pag, plain + 0.5 * 2.0)
+    alone = cfg_denoiser(predict, positive, negative, 1.0, DiscreteSampling(), pag_scale=2.0)(x, sigma)
+    assert torch.allclose(alone, torch.full_like(x, 2.0 + 0.5 * 2.0))  # cfg 1: the positive plus PAG
+
+
+def test_the_perturbed_self_attention_is_its_value_projection(tiny_models):
+    from nodes.sd.models import middle_self_attention_as_values
+    from tests.test_sd_models import _handle
+
+    unet = _handle(tiny_models / "checkpoints" / "tiny_sdxl.safetensors").load()
+    layers = [b.attn1 for a in unet.mid_block.attentions for b in a.transformer_blocks]
+    assert len(layers) == 2  # every transformer block of the middle block (SDXL-like depth 2)
+    tokens = torch.randn([1, 16, layers[0].to_v.in_features])
+    before = layers[0](tokens)
+    with middle_self_attention_as_values(unet):
+        assert torch.allclose(layers[1](tokens), layers[1].to_out[0](layers[1].to_v(tokens)))
+    assert torch.equal(layers[0](tokens), before)  # put back
+
+
+def test_pag_node(tiny_models, tmp_path):
+    base = _pixels(tiny_models, tmp_path, _graph("tiny_sdxl.safetensors", None))
+    pag = {"class_type": "PerturbedAttentionGuidance", "inputs": {"scale": 0.0}}
+    assert np.array_equal(_pixels(tiny_models, tmp_path, _graph("tiny_sdxl.safetensors", pag)), base)
+    pag["inputs"]["scale"] = 3.0
+    assert np.abs(_pixels(tiny_models, tmp_path, _graph("tiny_sdxl.safetensors", pag)) - base).max() > 10

@@ -1,5 +1,5 @@
 """Nodes that change how a MODEL samples without touching its weights: ModelSamplingDiscrete
-(the prediction type and zero-terminal-SNR schedule) and RescaleCFG. They return a new handle;
+(the prediction type and zero-terminal-SNR schedule), RescaleCFG and PerturbedAttentionGuidance. They return a new handle;
 the UNet loaded for it is the same."""
 from __future__ import annotations
 
@@ -42,3 +42,17 @@ class RescaleCFG(Node):
 
     def execute(self, ctx) -> ModelOut:
         return ModelOut(dataclasses.replace(self.model, cfg_rescale=self.multiplier))
+
+
+class PerturbedAttentionGuidance(Node):
+    """Guide away from the prediction made with the middle block's self-attention perturbed (PAG)."""
+
+    class_type = "PerturbedAttentionGuidance"
+    display_name = "PerturbedAttentionGuidance"
+    category = "model_patches/unet"
+
+    model: DiffusionModel = Link()
+    scale: float = Widget(3.0, ge=0.0, le=100.0, step=0.01)
+
+    def execute(self, ctx) -> ModelOut:
+        return ModelOut(dataclasses.replace(self.model, pag_scale=self.scale or None))

@@ -15,8 +15,9 @@ import torch
 from .conditioning import CondEntry
 from .model_sampling import DiscreteSampling
 
-# (x [N,C,h,w], σ [N], entries and (h, w, y, x) areas: one per image of x) -> x0 estimates [N,C,h,w]
-BatchPredictor = Callable[[torch.Tensor, torch.Tensor, list[CondEntry], list[tuple]], torch.Tensor]
+# (x [N,C,h,w], σ [N], entries and (h, w, y, x) areas: one per image of x) -> x0 estimates [N,C,h,w];
+# called with perturbed=True for PerturbedAttentionGuidance's second look at the positive side
+BatchPredictor = Callable[..., torch.Tensor]
 
 
 @dataclass
@@ -200,22 +201,17 @@ def rescaled_cfg(cond: torch.Tensor, uncond: torch.Tensor, cfg: float, x: torch.
 
 
 def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: list[CondEntry], cfg: float,
-                 ms: DiscreteSampling, always_uncond: bool = False, rescale: float | None = None) -> Guided:
+                 ms: DiscreteSampling, always_uncond: bool = False, rescale: float | None = None,
+                 pag_scale: float | None = None) -> Guided:
     """CFG over both sides; with cfg ≈ 1 the negative is skipped unless `always_uncond`.
-    `rescale`: RescaleCFG's multiplier, or None."""
+    `rescale`: RescaleCFG's multiplier; `pag_scale`: PerturbedAttentionGuidance's scale (the
+    positive side is evaluated again with the middle block's self-attention perturbed)."""
     given = [positive] if math.isclose(cfg, 1.0) and not always_uncond else [positive, negative]
     prepared: dict[tuple, list[list[CondEntry]]] = {}
     keep: dict[str, torch.Tensor] = {}
 
-    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        shape = tuple(x.shape[-2:])
-        if shape not in prepared:
-            if len(given) == 2:
-                prepared[shape] = _with_same_areas(given, *shape)
-                _lend_controls(*prepared[shape])
-            else:
-                prepared[shape] = [[_resolved(e, *shape) for e in side] for side in given]
-        sides = prepared[shape]
+    def evaluate(sides: list[list[CondEntry]], x: torch.Tensor, sigma: torch.Tensor, **options) -> list[torch.Tensor]:
+        """Each side's prediction: its active entries' weighted mean (calc_cond_batch)."""
         jobs = []
         for side, entries in enumerate(sides):
             for entry in entries:
@@ -230,17 +226,34 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
             crops = [x[:, :, job.area[2]:job.area[2] + h, job.area[3]:job.area[3] + w] for job in group]
             entries = [job.entry for job in group for _ in range(batch)]
             areas = [job.area for job in group for _ in range(batch)]
-            out = predict(torch.cat(crops), sigma.repeat(len(group)), entries, areas)
+            out = predict(torch.cat(crops), sigma.repeat(len(group)), entries, areas, **options)
             for job, part in zip(group, out.chunk(len(group))):
                 y, x0 = job.area[2], job.area[3]
                 totals[job.side][:, :, y:y + h, x0:x0 + w] += part * job.mult
                 counts[job.side][:, :, y:y + h, x0:x0 + w] += job.mult
-        results = [total / count for total, count in zip(totals, counts)]
+        return [total / count for total, count in zip(totals, counts)]
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        shape = tuple(x.shape[-2:])
+        if shape not in prepared:
+            if len(given) == 2:
+                prepared[shape] = _with_same_areas(given, *shape)
+                _lend_controls(*prepared[shape])
+            else:
+                prepared[shape] = [[_resolved(e, *shape) for e in side] for side in given]
+        sides = prepared[shape]
+        results = evaluate(sides, x, sigma)
         if len(results) == 1:
-            return results[0]
-        keep["uncond"] = results[1]
-        if rescale is not None:
-            return rescaled_cfg(results[0], results[1], cfg, x, sigma, rescale)
-        return results[1] + (results[0] - results[1]) * cfg
+            guided = results[0]
+        else:
+            keep["uncond"] = results[1]
+            if rescale is not None:
+                guided = rescaled_cfg(results[0], results[1], cfg, x, sigma, rescale)
+            else:
+                guided = results[1] + (results[0] - results[1]) * cfg
+        if pag_scale:
+            perturbed, = evaluate(sides[:1], x, sigma, perturbed=True)
+            guided = guided + (results[0] - perturbed) * pag_scale
+        return guided
 
     return Guided(denoise, keep)

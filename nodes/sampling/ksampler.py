@@ -34,6 +34,7 @@ class SamplingModel:
     device: str
     concat_channels: int = 0  # inpainting UNets take 5 more: the mask and the masked latent
     cfg_rescale: float | None = None  # RescaleCFG: the guided prediction's spread brought back
+    pag_scale: float | None = None  # PerturbedAttentionGuidance: predict() takes perturbed=True
 
 
 @dataclass(frozen=True)
@@ -98,18 +99,20 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
                 concats[key] = _inpaint_concat(entry.concat_mask, resize_to_batch(image, batch))
         return concats[key]
 
-    def raw(x_part, sigma_part, entries, areas):
+    def raw(x_part, sigma_part, entries, areas, perturbed: bool = False):
         extra = None if not model.concat_channels else torch.cat([
             concat_of(entry)[i % batch:i % batch + 1, :, y:y + h, x:x + w]
             for i, (entry, (h, w, y, x)) in enumerate(zip(entries, areas))])
-        control = _active_controls(entries, float(sigma_part[0]), ms, batch=batch)
+        options = _active_controls(entries, float(sigma_part[0]), ms, batch=batch)
+        if perturbed:
+            options["perturbed"] = True
         output = model.predict(ms.model_input(x_part, sigma_part), ms.timestep(sigma_part), entries, size, extra,
-                               **control)
+                               **options)
         return ms.denoised(sigma_part, output.float(), x_part)
 
     negative = [entry.replace(prompt_type="negative") for entry in negative]
     guided = cfg_denoiser(raw, positive, negative, cfg, ms, always_uncond=sampler_name in NEEDS_UNCOND,
-                          rescale=model.cfg_rescale)
+                          rescale=model.cfg_rescale, pag_scale=model.pag_scale)
     denoise = guided
     if noise_mask is not None:
         # ddim holds the masked-out area to fresh CPU noise drawn from seed + 1, as ComfyUI does

@@ -6,6 +6,7 @@ VAE load (and are evicted) independently.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class DiffusionModel(EdgeValue):
     weight_dtype: str = "default"  # UNETLoader's fp8 choices store the weights in that format
     layout: str = "ldm"  # or "diffusers": a UNet file already in diffusers' names
     cfg_rescale: float | None = None  # RescaleCFG's multiplier
+    pag_scale: float | None = None  # PerturbedAttentionGuidance's scale
 
     @property
     def family(self) -> Family:
@@ -197,7 +199,7 @@ def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None
 
     family, dtype, device = handle.family, unet.dtype, handle.device
 
-    def predict(x_in, timesteps, entries, size, concat, control=None):
+    def predict(x_in, timesteps, entries, size, concat, control=None, perturbed=False):
         common = math.lcm(*{e.cross_attn.shape[1] for e in entries})
         context = torch.cat([e.cross_attn.repeat(1, common // e.cross_attn.shape[1], 1) for e in entries])
         context = context.to(device, dtype)
@@ -210,9 +212,33 @@ def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None
                          "mid_block_additional_residual": mid.to(dtype)}
         if concat is not None:
             x_in = torch.cat([x_in, concat.to(x_in)], dim=1)
-        return unet(x_in.to(dtype), timesteps.float(), encoder_hidden_states=context,
-                    added_cond_kwargs=added, return_dict=False, **residuals)[0]
+        with middle_self_attention_as_values(unet) if perturbed else nullcontext():
+            return unet(x_in.to(dtype), timesteps.float(), encoder_hidden_states=context,
+                        added_cond_kwargs=added, return_dict=False, **residuals)[0]
 
     extra = unet.config.in_channels - unet.config.out_channels
     return SamplingModel(predict, handle.model_sampling(), family.latent_scale, device, concat_channels=extra,
-                         cfg_rescale=handle.cfg_rescale)
+                         cfg_rescale=handle.cfg_rescale, pag_scale=handle.pag_scale)
+
+
+class ValuesOnly:
+    """A self-attention that attends to nothing but each token itself: its output is the value
+    projection (PAG's perturbed attention, as ComfyUI's `attn1` replacement returns v)."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args,
+                 **kwargs):
+        return attn.to_out[1](attn.to_out[0](attn.to_v(hidden_states)))
+
+
+@contextmanager
+def middle_self_attention_as_values(unet):
+    """For the block: every self-attention of the middle block (ComfyUI's "middle", 0) replaced."""
+    layers = [block.attn1 for attention in unet.mid_block.attentions for block in attention.transformer_blocks]
+    saved = [layer.processor for layer in layers]
+    try:
+        for layer in layers:
+            layer.set_processor(ValuesOnly())
+        yield
+    finally:
+        for layer, processor in zip(layers, saved):
+            layer.set_processor(processor)
