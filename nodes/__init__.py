@@ -2,13 +2,14 @@
 from .core.canny import Canny
 from .core.composite import ImageCompositeMasked, LatentCompositeMasked
 from .core.conditioning import (ConditioningAverage, ConditioningCombine, ConditioningConcat,
-                                ConditioningSetArea, ConditioningSetAreaPercentage, ConditioningSetMask,
-                                ConditioningSetTimestepRange, ConditioningZeroOut)
+                                ConditioningSetArea, ConditioningSetAreaPercentage, ConditioningSetAreaStrength,
+                                ConditioningSetMask, ConditioningSetTimestepRange, ConditioningZeroOut)
 from .core.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader
 from .core.custom_sampling import (BasicGuider, BasicScheduler, CFGGuider, DisableNoise, ExponentialScheduler,
                                    KarrasScheduler, KSamplerSelect, RandomNoise, SamplerCustom,
                                    SamplerCustomAdvanced, SDTurboScheduler, SplitSigmas)
 from .core.image import LoadImage, PreviewImage, SaveImage
+from .core.image_batch import ImageFlip, ImageFromBatch, ImageRotate, RepeatImageBatch
 from .core.image_filters import ImageBlend, ImageBlur, ImageSharpen
 from .core.image_ops import (EmptyImage, GetImageSize, ImageBatch, ImageCrop, ImageInvert, ImagePadForOutpaint,
                              ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageToMask, MaskToImage)
@@ -16,6 +17,8 @@ from .core.inpaint import InpaintModelConditioning
 from .core.ksampler import KSampler, KSamplerAdvanced
 from .core.latent import (EmptyLatentImage, LatentComposite, LatentFromBatch, LatentUpscale, LatentUpscaleBy,
                           RepeatLatentBatch, SetLatentNoiseMask)
+from .core.latent_ops import (LatentAdd, LatentBatch, LatentBatchSeedBehavior, LatentCrop, LatentFlip,
+                              LatentInterpolate, LatentMultiply, LatentRotate, LatentSubtract)
 from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, SolidMask,
                         ThresholdMask)
 from .core.model_patches import ModelSamplingDiscrete, PerturbedAttentionGuidance, RescaleCFG
@@ -51,5 +54,7 @@ ALL_NODES = [
     UNETLoader, CLIPLoader, DualCLIPLoader, UpscaleModelLoader, ImageUpscaleWithModel,
     ControlNetLoader, ControlNetApplyAdvanced, ControlNetApply, Canny, VAEDecodeTiled, VAEEncodeTiled,
     ModelSamplingDiscrete, RescaleCFG, PerturbedAttentionGuidance, ImageBlend, ImageBlur, ImageSharpen, ImageCompositeMasked,
-    LatentCompositeMasked, EmptyImage, GetImageSize, InpaintModelConditioning,
+    LatentCompositeMasked, EmptyImage, GetImageSize, InpaintModelConditioning, ConditioningSetAreaStrength,
+    RepeatImageBatch, ImageFromBatch, ImageFlip, ImageRotate, LatentAdd, LatentSubtract, LatentMultiply,
+    LatentInterpolate, LatentBatch, LatentBatchSeedBehavior, LatentFlip, LatentRotate, LatentCrop,
 ]

@@ -13,7 +13,8 @@ from .vae import ImageOut
 MAX_RESOLUTION = 16384
 
 
-def _to_batch(tensor, size: int):
+def repeat_to_batch(tensor, size: int):
+    """ComfyUI's repeat_to_batch_size: cut to `size`, or repeated whole and cut."""
     if tensor.shape[0] > size:
         return tensor[:size]
     if tensor.shape[0] < size:
@@ -29,7 +30,7 @@ def composite(destination, source, x: int, y: int, mask=None, multiplier: int = 
     destination = destination.clone()
     if resize_source:
         source = F.interpolate(source, size=destination.shape[2:], mode="bilinear")
-    source = _to_batch(source, destination.shape[0])
+    source = repeat_to_batch(source, destination.shape[0])
     x = max(-source.shape[3] * multiplier, min(x, destination.shape[3] * multiplier))
     y = max(-source.shape[2] * multiplier, min(y, destination.shape[2] * multiplier))
     left, top = x // multiplier, y // multiplier
@@ -40,7 +41,7 @@ def composite(destination, source, x: int, y: int, mask=None, multiplier: int = 
         mask = torch.ones_like(source)
     else:
         mask = F.interpolate(mask.reshape(-1, 1, *mask.shape[-2:]).float(), size=source.shape[2:], mode="bilinear")
-        mask = _to_batch(mask, source.shape[0])
+        mask = repeat_to_batch(mask, source.shape[0])
     visible_w, visible_h = destination.shape[3] - left + min(0, x), destination.shape[2] - top + min(0, y)
     mask = mask[:, :, :visible_h, :visible_w]
     inside = source[:, :, :visible_h, :visible_w]

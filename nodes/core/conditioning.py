@@ -149,6 +149,19 @@ class ConditioningSetAreaPercentage(Node):
                                                      set_area_to_bounds=False))
 
 
+class ConditioningSetAreaStrength(Node):
+    """Set only the strength of the conditioning's entries."""
+
+    class_type = "ConditioningSetAreaStrength"
+    category = "conditioning"
+
+    conditioning: Conditioning = Link()
+    strength: float = Widget(1.0, ge=0.0, le=10.0, step=0.01)
+
+    def execute(self, ctx) -> ConditioningOut:
+        return ConditioningOut(self.conditioning.map(strength=self.strength))
+
+
 class ConditioningSetMask(Node):
     """Weight the conditioning by a mask; `mask bounds` runs the model on the mask's bounding box."""
 
