@@ -223,3 +223,17 @@ def test_an_entry_that_carries_its_masked_image_gives_the_inpainting_channels():
     pair = torch.arange(2.0).reshape(2, 1)
     assert resize_to_batch(pair, 4).flatten().tolist() == [0, 0, 1, 1]
     assert resize_to_batch(torch.arange(5.0), 3).tolist() == [0, 2, 4]
+
+
+def test_differential_diffusion_turns_the_mask_into_a_falling_threshold():
+    from nodes.sampling.ksampler import differential_mask
+
+    sigmas = ksampler_sigmas(MS, "euler", "normal", 10)
+    mask = torch.linspace(0, 1, 11).reshape(1, 1, 1, 11)
+    opened = [differential_mask(mask, sigma.reshape(1), sigmas, MS, 1.0) for sigma in sigmas[:-1]]
+    assert opened[0].sum() == 1  # at the first σ only the pixels masked 1
+    counts = [int(m.sum()) for m in opened]
+    assert counts == sorted(counts) and counts[-1] == 11  # more open as σ falls, all at σ_min
+    assert set(opened[4].unique().tolist()) <= {0.0, 1.0}
+    half = differential_mask(mask, sigmas[4].reshape(1), sigmas, MS, 0.5)
+    assert torch.allclose(half, 0.5 * opened[4] + 0.5 * mask)

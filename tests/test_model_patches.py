@@ -144,3 +144,14 @@ def test_pag_node(tiny_models, tmp_path):
     assert np.array_equal(_pixels(tiny_models, tmp_path, _graph("tiny_sdxl.safetensors", pag)), base)
     pag["inputs"]["scale"] = 3.0
     assert np.abs(_pixels(tiny_models, tmp_path, _graph("tiny_sdxl.safetensors", pag)) - base).max() > 10
+
+
+def test_differential_diffusion_changes_a_soft_masked_img2img(tiny_models, tmp_path):
+    graph = _graph("tiny_sd15.safetensors", None)
+    graph["10"] = {"class_type": "SolidMask", "inputs": {"value": 0.5, "width": 64, "height": 64}}
+    graph["11"] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["4", 0], "mask": ["10", 0]}}
+    graph["5"]["inputs"]["latent_image"] = ["11", 0]
+    base = _pixels(tiny_models, tmp_path, graph)
+    patched = {**graph, "8": {"class_type": "DifferentialDiffusion", "inputs": {"model": ["1", 0]}}}
+    patched["5"] = {**graph["5"], "inputs": {**graph["5"]["inputs"], "model": ["8", 0]}}
+    assert np.abs(_pixels(tiny_models, tmp_path, patched) - base).max() > 10

@@ -1,5 +1,6 @@
 """Nodes that change how a MODEL samples without touching its weights: ModelSamplingDiscrete
-(the prediction type and zero-terminal-SNR schedule), RescaleCFG and PerturbedAttentionGuidance. They return a new handle;
+(the prediction type and zero-terminal-SNR schedule), RescaleCFG, PerturbedAttentionGuidance and
+DifferentialDiffusion. They return a new handle;
 the UNet loaded for it is the same."""
 from __future__ import annotations
 
@@ -56,3 +57,17 @@ class PerturbedAttentionGuidance(Node):
 
     def execute(self, ctx) -> ModelOut:
         return ModelOut(dataclasses.replace(self.model, pag_scale=self.scale or None))
+
+
+class DifferentialDiffusion(Node):
+    """Inpaint by how much: a soft noise mask says when each pixel starts changing."""
+
+    class_type = "DifferentialDiffusion"
+    display_name = "Differential Diffusion"
+    category = "_for_testing"
+
+    model: DiffusionModel = Link()
+    strength: float = Widget(1.0, ge=0.0, le=1.0, step=0.01, optional=True)
+
+    def execute(self, ctx) -> ModelOut:
+        return ModelOut(dataclasses.replace(self.model, differential_diffusion=self.strength))

@@ -35,6 +35,7 @@ class SamplingModel:
     concat_channels: int = 0  # inpainting UNets take 5 more: the mask and the masked latent
     cfg_rescale: float | None = None  # RescaleCFG: the guided prediction's spread brought back
     pag_scale: float | None = None  # PerturbedAttentionGuidance: predict() takes perturbed=True
+    differential_diffusion: float | None = None  # its strength: the noise mask becomes a moving threshold
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,7 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         # ddim holds the masked-out area to fresh CPU noise drawn from seed + 1, as ComfyUI does
         held = noise if sampler_name != "ddim" else \
             initial_noise(noise.shape, seed + 1).to(noise.device)
-        denoise = _inpainting(denoise, noise_mask, held, scaled, ms)
+        denoise = _inpainting(denoise, noise_mask, held, scaled, ms, sigmas, model.differential_diffusion)
     # the x0 estimate of each step's first evaluation, as ComfyUI's preview callback sees it
     step_estimates: list[torch.Tensor] = []
     last = {}
@@ -181,18 +182,36 @@ def resize_to_batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
     return tensor[picks]
 
 
-def _inpainting(denoise, noise_mask, noise, scaled, ms: DiscreteSampling):
-    """Outside the mask the sample is held to the (re-noised) input latent at every call."""
+def _inpainting(denoise, noise_mask, noise, scaled, ms: DiscreteSampling, sigmas: torch.Tensor,
+                differential: float | None = None):
+    """Outside the mask the sample is held to the (re-noised) input latent at every call. With
+    Differential Diffusion (`differential`: its strength) the mask is a threshold that falls as
+    the schedule runs, so each pixel starts changing when its mask value says."""
     mask = noise_mask.reshape(-1, 1, *noise_mask.shape[-2:]).float().to(scaled.device)
     mask = torch.nn.functional.interpolate(mask, size=scaled.shape[-2:], mode="bilinear")
     mask = mask.expand(-1, scaled.shape[1], -1, -1)
     if mask.shape[0] < scaled.shape[0]:
         mask = mask.repeat(-(-scaled.shape[0] // mask.shape[0]), 1, 1, 1)[:scaled.shape[0]]
-    keep = 1.0 - mask
 
     def masked(x, sigma):
+        current = mask if differential is None else differential_mask(mask, sigma, sigmas, ms, differential)
+        keep = 1.0 - current
         held = noise * sigma.reshape(-1, 1, 1, 1) + scaled
-        out = denoise(x * mask + held * keep, sigma)
-        return out * mask + scaled * keep
+        out = denoise(x * current + held * keep, sigma)
+        return out * current + scaled * keep
 
     return masked
+
+
+def differential_mask(mask: torch.Tensor, sigma: torch.Tensor, sigmas: torch.Tensor, ms: DiscreteSampling,
+                      strength: float) -> torch.Tensor:
+    """ComfyUI's DifferentialDiffusion: the pixels whose mask reaches how far the schedule has
+    come (in timesteps, from its first σ down to its last or σ_min) are denoised; below strength 1
+    the binary mask is blended with the soft one."""
+    sigma_to = max(float(sigmas[-1]), ms.sigma_min)
+    ts_from, ts_to = ms.timestep(sigmas[0]), ms.timestep(torch.tensor(sigma_to))
+    threshold = (ms.timestep(sigma[0]) - ts_to) / (ts_from - ts_to)
+    binary = (mask >= threshold).to(mask.dtype)
+    if strength and strength < 1:
+        return strength * binary + (1 - strength) * mask
+    return binary

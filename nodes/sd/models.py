@@ -57,6 +57,7 @@ class DiffusionModel(EdgeValue):
     layout: str = "ldm"  # or "diffusers": a UNet file already in diffusers' names
     cfg_rescale: float | None = None  # RescaleCFG's multiplier
     pag_scale: float | None = None  # PerturbedAttentionGuidance's scale
+    differential_diffusion: float | None = None  # DifferentialDiffusion's strength
 
     @property
     def family(self) -> Family:
@@ -218,7 +219,8 @@ def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None
 
     extra = unet.config.in_channels - unet.config.out_channels
     return SamplingModel(predict, handle.model_sampling(), family.latent_scale, device, concat_channels=extra,
-                         cfg_rescale=handle.cfg_rescale, pag_scale=handle.pag_scale)
+                         cfg_rescale=handle.cfg_rescale, pag_scale=handle.pag_scale,
+                         differential_diffusion=handle.differential_diffusion)
 
 
 class ValuesOnly:
