@@ -21,8 +21,8 @@ from .core.latent_ops import (LatentAdd, LatentBatch, LatentBatchSeedBehavior, L
                               LatentInterpolate, LatentMultiply, LatentRotate, LatentSubtract)
 from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, SolidMask,
                         ThresholdMask)
-from .core.model_patches import (DifferentialDiffusion, ModelSamplingDiscrete, PerturbedAttentionGuidance,
-                                 RescaleCFG)
+from .core.model_patches import (DifferentialDiffusion, FreeU, FreeU_V2, ModelSamplingDiscrete,
+                                 PerturbedAttentionGuidance, RescaleCFG)
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
                               PrimitiveStringMultiline)
 from .core.upscale_model import ImageUpscaleWithModel, UpscaleModelLoader
@@ -58,5 +58,5 @@ ALL_NODES = [
     LatentCompositeMasked, EmptyImage, GetImageSize, InpaintModelConditioning, ConditioningSetAreaStrength,
     RepeatImageBatch, ImageFromBatch, ImageFlip, ImageRotate, LatentAdd, LatentSubtract, LatentMultiply,
     LatentInterpolate, LatentBatch, LatentBatchSeedBehavior, LatentFlip, LatentRotate, LatentCrop,
-    DifferentialDiffusion,
+    DifferentialDiffusion, FreeU, FreeU_V2,
 ]

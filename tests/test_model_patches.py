@@ -155,3 +155,53 @@ def test_differential_diffusion_changes_a_soft_masked_img2img(tiny_models, tmp_p
     patched = {**graph, "8": {"class_type": "DifferentialDiffusion", "inputs": {"model": ["1", 0]}}}
     patched["5"] = {**graph["5"], "inputs": {**graph["5"]["inputs"], "model": ["8", 0]}}
     assert np.abs(_pixels(tiny_models, tmp_path, patched) - base).max() > 10
+
+
+def test_fourier_filter_scales_only_the_lowest_frequencies():
+    from nodes.sd.freeu import fourier_filter
+
+    x = torch.randn([1, 2, 8, 8], generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(fourier_filter(x, 1, 1.0), x, atol=1e-6)
+    flat = torch.full([1, 1, 8, 8], 3.0)  # only the zero frequency: scaled as a whole
+    assert torch.allclose(fourier_filter(flat, 1, 0.2), flat * 0.2, atol=1e-6)
+
+
+def test_freeu_patches_the_decoder_inputs_whose_backbone_half_is_4x_or_2x_wide(tiny_models, monkeypatch):
+    """h's width is read from the running decoder (the middle's, then each resnet's output), so
+    each cat([h, skip]) is split where ComfyUI's h ends; neutral settings change nothing (up to
+    the fft round trip) and the hooks go when the block ends."""
+    import nodes.sd.freeu as freeu
+    from tests.test_sd_models import _handle
+
+    unet = _handle(tiny_models / "checkpoints" / "tiny_sd2_v.safetensors").load()  # widths 32, 32, 64, 64
+    widths = []
+    real = freeu.patched
+
+    def spy(h, skip, settings, model_channels):
+        widths.append((h.shape[1], skip.shape[1]))
+        return real(h, skip, settings, model_channels)
+
+    monkeypatch.setattr(freeu, "patched", spy)
+    # 16×16 latents: FreeU_V2's min-max normalisation divides by zero on a 1×1 map, in ComfyUI too
+    inputs = dict(sample=torch.randn([1, 4, 16, 16]), timestep=torch.tensor([500.0]),
+                  encoder_hidden_states=torch.randn([1, 77, 64]), return_dict=False)
+    with torch.no_grad():
+        plain = unet(**inputs)[0]
+        with freeu.freeu_applied(unet, freeu.FreeU(2, 1.0, 1.0, 1.0, 1.0)):
+            same = unet(**inputs)[0]
+        with freeu.freeu_applied(unet, freeu.FreeU(2, 1.3, 1.4, 0.9, 0.2)):
+            changed = unet(**inputs)[0]
+    assert torch.allclose(same, plain, atol=1e-4) and (changed - plain).abs().max() > 1e-2
+    # 4 levels × 3 resnets: h is 64 wide until the third level's last resnet, then 32
+    assert [h for h, _ in widths[:12]] == [64] * 7 + [32] * 5
+    assert [skip for _, skip in widths[:12]] == [64, 64, 64, 64, 64, 32, 32, 32, 32, 32, 32, 32]
+    assert not any(r._forward_pre_hooks for b in unet.up_blocks for r in b.resnets)
+
+
+def test_freeu_nodes(tiny_models, tmp_path):
+    base = _pixels(tiny_models, tmp_path, _graph("tiny_sdxl.safetensors", None))
+    neutral = {"class_type": "FreeU", "inputs": {"b1": 1.0, "b2": 1.0, "s1": 1.0, "s2": 1.0}}
+    assert np.abs(_pixels(tiny_models, tmp_path, _graph("tiny_sdxl.safetensors", neutral)) - base).max() <= 1
+    for node in ("FreeU", "FreeU_V2"):
+        patch = {"class_type": node, "inputs": {"b1": 1.5, "b2": 1.6, "s1": 0.5, "s2": 0.2}}
+        assert np.abs(_pixels(tiny_models, tmp_path, _graph("tiny_sdxl.safetensors", patch)) - base).max() > 10

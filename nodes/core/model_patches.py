@@ -1,6 +1,6 @@
 """Nodes that change how a MODEL samples without touching its weights: ModelSamplingDiscrete
-(the prediction type and zero-terminal-SNR schedule), RescaleCFG, PerturbedAttentionGuidance and
-DifferentialDiffusion. They return a new handle;
+(the prediction type and zero-terminal-SNR schedule), RescaleCFG, PerturbedAttentionGuidance,
+DifferentialDiffusion, FreeU and FreeU_V2. They return a new handle;
 the UNet loaded for it is the same."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Literal
 from engine import Link, Node, Widget
 
 from ..sd.loaders import ModelOut
+from ..sd.freeu import FreeU as FreeUSettings
 from ..sd.models import DiffusionModel
 
 PREDICTIONS = {"eps": "eps", "v_prediction": "v", "lcm": "lcm", "x0": "x0", "img_to_img": "img_to_img"}
@@ -71,3 +72,33 @@ class DifferentialDiffusion(Node):
 
     def execute(self, ctx) -> ModelOut:
         return ModelOut(dataclasses.replace(self.model, differential_diffusion=self.strength))
+
+
+class FreeU(Node):
+    """Scale the decoder's backbone features up and its skip connections' low frequencies down."""
+
+    class_type = "FreeU"
+    category = "model_patches/unet"
+
+    model: DiffusionModel = Link()
+    b1: float = Widget(1.1, ge=0.0, le=10.0, step=0.01)
+    b2: float = Widget(1.2, ge=0.0, le=10.0, step=0.01)
+    s1: float = Widget(0.9, ge=0.0, le=10.0, step=0.01)
+    s2: float = Widget(0.2, ge=0.0, le=10.0, step=0.01)
+    generation = 1
+
+    def execute(self, ctx) -> ModelOut:
+        settings = FreeUSettings(self.generation, self.b1, self.b2, self.s1, self.s2)
+        return ModelOut(dataclasses.replace(self.model, freeu=settings))
+
+
+class FreeU_V2(FreeU):  # noqa: N801 - ComfyUI's node name
+    """FreeU with the backbone scaled by each pixel's normalised channel mean."""
+
+    class_type = "FreeU_V2"
+
+    b1: float = Widget(1.3, ge=0.0, le=10.0, step=0.01)
+    b2: float = Widget(1.4, ge=0.0, le=10.0, step=0.01)
+    s1: float = Widget(0.9, ge=0.0, le=10.0, step=0.01)
+    s2: float = Widget(0.2, ge=0.0, le=10.0, step=0.01)
+    generation = 2

@@ -6,7 +6,7 @@ VAE load (and are evicted) independently.
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ class DiffusionModel(EdgeValue):
     cfg_rescale: float | None = None  # RescaleCFG's multiplier
     pag_scale: float | None = None  # PerturbedAttentionGuidance's scale
     differential_diffusion: float | None = None  # DifferentialDiffusion's strength
+    freeu: Any = None  # FreeU / FreeU_V2 settings (sd.freeu.FreeU)
 
     @property
     def family(self) -> Family:
@@ -197,6 +198,7 @@ def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None
 
     from ..sampling.ksampler import SamplingModel
     from .controlnet import control_residuals
+    from .freeu import freeu_applied
 
     family, dtype, device = handle.family, unet.dtype, handle.device
 
@@ -213,7 +215,11 @@ def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None
                          "mid_block_additional_residual": mid.to(dtype)}
         if concat is not None:
             x_in = torch.cat([x_in, concat.to(x_in)], dim=1)
-        with middle_self_attention_as_values(unet) if perturbed else nullcontext():
+        with ExitStack() as patches:
+            if perturbed:
+                patches.enter_context(middle_self_attention_as_values(unet))
+            if handle.freeu is not None:
+                patches.enter_context(freeu_applied(unet, handle.freeu))
             return unet(x_in.to(dtype), timesteps.float(), encoder_hidden_states=context,
                         added_cond_kwargs=added, return_dict=False, **residuals)[0]
 
