@@ -165,7 +165,9 @@ def test_chained_controlnets_add_their_scaled_residuals(tiny_models):
     second = ControlLink(handle, torch.rand([1, 3, 32, 32], generator=generator), 1.5, previous=first)
 
     def residuals(*links):
-        return control_residuals(list(links), nets, x, timesteps, context, {}, batched_number=2)
+        out = control_residuals(list(links), nets, x, timesteps, context, {}, batched_number=2, unet_config={})
+        assert out.blocks == {}  # ControlNets add to skip connections, not to input blocks
+        return out.skips, out.middle
 
     (down_1, mid_1), (down_2, mid_2) = residuals(first), residuals(second)
     down, mid = residuals(*second.chain())
@@ -191,13 +193,19 @@ def test_wrong_files_are_refused_naming_the_loader(tiny_models, tmp_path, hint_d
 
     models = tmp_path / "models"
     shutil.copytree(tiny_models, models, copy_function=os.link)
-    save_file({"adapter.body.0.resnets.0.block1.weight": torch.zeros(2, 2, 3, 3)},
-              str(models / "controlnet" / "t2i_depth.safetensors"))
+    save_file({"lora_controlnet": torch.zeros(1), "input_hint_block.0.weight": torch.zeros(2, 2, 3, 3)},
+              str(models / "controlnet" / "control_lora.safetensors"))
+    save_file({"conv_in.weight": torch.zeros(2, 64, 3, 3), "body.0.block1.weight": torch.zeros(2, 2, 3, 3),
+               "body.2.down_opt.op.weight": torch.zeros(2, 2, 3, 3)}, str(models / "controlnet" / "t2i_conv.safetensors"))
+    save_file({"something.else": torch.zeros(2)}, str(models / "controlnet" / "unknown.safetensors"))
     session = Session(settings=Settings(models_dir=models, output_dir=tmp_path / "out", input_dir=hint_dir,
                                         device="cpu"))
-    with pytest.raises(NodeExecutionError, match="T2I-Adapter") as adapter:
-        session.execute(_controlled("sd15", control_net="t2i_depth.safetensors"))
-    assert adapter.value.error.node_type == "ControlNetLoader"
+    for name, message in (("control_lora.safetensors", "is a Control-LoRA"),
+                          ("t2i_conv.safetensors", "downsamples with convolutions"),
+                          ("unknown.safetensors", "is not a ControlNet or T2I-Adapter")):
+        with pytest.raises(NodeExecutionError, match=message) as refused:
+            session.execute(_controlled("sd15", control_net=name))
+        assert refused.value.error.node_type == "ControlNetLoader"
     with pytest.raises(NodeExecutionError, match="for sdxl models; the model sampled is sd1") as mismatch:
         session.execute(_controlled("sd15", control_net=CONTROLNETS["sdxl"]))
     assert (mismatch.value.error.node_id, mismatch.value.error.input) == ("20", "control_net_name")

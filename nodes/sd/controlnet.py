@@ -9,7 +9,8 @@ middle block, as ComfyUI adds its `output` and `middle` controls.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,7 @@ from .models import compute_dtype, loaded_bytes
 
 LDM_PREFIX = "control_model."
 # What other control files hold, to refuse them by name rather than fail on a missing weight
-OTHER_KINDS = {"lora_controlnet": "a Control-LoRA", "body.0.resnets.0.block1.weight": "a T2I-Adapter",
-               "adapter.body.0.resnets.0.block1.weight": "a T2I-Adapter",
-               "controlnet_blocks.0.weight": "an SD3/Flux ControlNet",
+OTHER_KINDS = {"lora_controlnet": "a Control-LoRA", "controlnet_blocks.0.weight": "an SD3/Flux ControlNet",
                "controlnet_x_embedder.weight": "a Flux ControlNet", "control_add_embedding.linear_1.weight":
                "a ControlNet-Union"}
 
@@ -75,25 +74,30 @@ class ControlNetHandle(EdgeValue):
         return net.to(self.device, compute_dtype(self.device)).eval()
 
 
-def controlnet_handle(path, device: str) -> ControlNetHandle:
-    """Tell a ControlNet file's layout, config and family from its tensor names and shapes."""
+def controlnet_handle(path, device: str):
+    """Tell a ControlNet file's layout, config and family from its tensor names and shapes (or
+    hand it to the T2I-Adapter reader, as ComfyUI's loader does)."""
     from .checkpoint import unet_config
     from .part_loaders import DiffusersUnetView, unet_family
+    from .t2i_adapter import is_t2i_adapter, t2i_adapter_handle
 
     file = CheckpointFile(path)
     names = file.shapes
     for marker, kind in OTHER_KINDS.items():
         if marker in names:
             raise ModelLoadError(f"{Path(path).name} is {kind}, which run-graph does not run yet "
-                                 "(SD1.x/SD2.x/SDXL ControlNets do)")
+                                 "(SD1.x/SD2.x/SDXL ControlNets and T2I-Adapters do)")
     if "controlnet_cond_embedding.conv_in.weight" in names:
         view, layout, prefix = DiffusersUnetView(file, controlnet=True), "diffusers", ""
     else:
         view, layout = file, "ldm"
         prefix = LDM_PREFIX if f"{LDM_PREFIX}zero_convs.0.0.weight" in names else ""
+        if f"{prefix}zero_convs.0.0.weight" not in names and is_t2i_adapter(names):
+            return t2i_adapter_handle(path, device)
         if f"{prefix}zero_convs.0.0.weight" not in names or f"{prefix}input_hint_block.0.weight" not in names:
-            raise ModelLoadError(f"{Path(path).name} is not a ControlNet: it has no zero convolutions or hint "
-                                 "encoder (input_hint_block, zero_convs)")
+            raise ModelLoadError(f"{Path(path).name} is not a ControlNet or T2I-Adapter run-graph knows: it has "
+                                 "no zero convolutions and hint encoder (input_hint_block, zero_convs) nor an "
+                                 "adapter's conv_in")
     shapes = {k[len(prefix):]: v for k, v in view.shapes.items() if k.startswith(prefix)}
     family = unet_family(unet_config(shapes, "", SD2))  # head layout aside, the shapes say the family
     config = unet_config(shapes, "", family)
@@ -113,7 +117,7 @@ class ControlLink:
     [0, 1]), strength and window, and the link applied before it (ComfyUI's previous_controlnet).
     Entries that share a link object are evaluated together, as ComfyUI batches them."""
 
-    net: ControlNetHandle
+    net: Any  # ControlNetHandle or T2IAdapterHandle
     hint: Any
     strength: float
     start_percent: float = 0.0
@@ -141,32 +145,61 @@ def _broadcast(hint, batch: int, batched_number: int):
     return hint if hint.shape[0] == batch else torch.cat([hint] * batched_number)
 
 
+@dataclass
+class Residuals:
+    """What the active links add to the UNet, summed: to the skip connections (ControlNets, in
+    diffusers' `down_block_additional_residuals` order), to input blocks' outputs by LDM index
+    (T2I-Adapters) and to the middle block's output (both)."""
+
+    skips: list | None = None
+    blocks: dict = field(default_factory=dict)
+    middle: Any = None
+
+    def add(self, skips=None, blocks=None, middle=None) -> None:
+        if skips is not None:
+            self.skips = skips if self.skips is None else [a + b for a, b in zip(self.skips, skips)]
+        for index, extra in (blocks or {}).items():
+            self.blocks[index] = extra if index not in self.blocks else self.blocks[index] + extra
+        if middle is not None:
+            self.middle = middle if self.middle is None else self.middle + middle
+
+
 def control_residuals(links: list[ControlLink], nets: dict, x_in, timesteps, context, added: dict,
-                      batched_number: int):
-    """The summed residuals of the active links for the UNet's skip connections and middle block
-    (diffusers' `down_block_additional_residuals`, `mid_block_additional_residual`)."""
+                      batched_number: int, unet_config: dict) -> Residuals:
+    """The active links' contributions, oldest first, each scaled by its strength."""
     import torch
 
     from ..core.resample import common_upscale
+    from .t2i_adapter import T2IAdapterHandle, input_block_of_level
 
-    down, mid = None, None
+    out = Residuals()
     for link in links:
         net = nets[link.net]
+        if isinstance(link.net, T2IAdapterHandle):
+            # ComfyUI: the hint goes to the latent size × 8, rounded up to the adapter's unshuffle
+            factor = link.net.downscale_factor
+            width, height = (math.ceil(s * 8 / factor) * factor for s in (x_in.shape[3], x_in.shape[2]))
+            hint = common_upscale(link.hint.float(), width, height, "nearest-exact", "center")
+            if link.net.in_channels == 1 and hint.shape[1] > 1:
+                hint = torch.mean(hint, 1, keepdim=True)
+            hint = _broadcast(hint.to(x_in.device), x_in.shape[0], batched_number)
+            maps = [m * link.strength for m in net(hint.to(next(net.parameters()).dtype))]
+            middle = maps.pop() if link.net.xl else None
+            blocks = dict(zip(input_block_of_level(unet_config, link.net.xl), maps))
+            out.add(blocks=blocks, middle=middle)
+            continue
         dtype = net.dtype
         hint = common_upscale(link.hint.float(), x_in.shape[3] * 8, x_in.shape[2] * 8, "nearest-exact", "center")
         hint = _broadcast(hint.to(x_in.device, dtype), x_in.shape[0], batched_number)
         blocks, middle = net(x_in.to(dtype), timesteps.float(), encoder_hidden_states=context.to(dtype),
                              controlnet_cond=hint, added_cond_kwargs=added or None, return_dict=False)
         outputs = []
-        for out in [*blocks, middle]:
+        for output in [*blocks, middle]:
             if link.net.global_average_pooling:
-                out = torch.mean(out, dim=(2, 3), keepdim=True).expand_as(out)
-            outputs.append(out * link.strength)
-        if down is None:
-            down, mid = outputs[:-1], outputs[-1]
-        else:
-            down, mid = [d + o for d, o in zip(down, outputs[:-1])], mid + outputs[-1]
-    return down, mid
+                output = torch.mean(output, dim=(2, 3), keepdim=True).expand_as(output)
+            outputs.append(output * link.strength)
+        out.add(skips=outputs[:-1], middle=outputs[-1])
+    return out
 
 
 def controlnets_of(ctx, model, conditionings) -> dict:
@@ -176,12 +209,30 @@ def controlnets_of(ctx, model, conditionings) -> dict:
         for entry in conditioning.entries if conditioning is not None else ():
             for link in entry.control.chain() if entry.control is not None else ():
                 handles[link.net] = None
+    unet = json.loads(model.unet_config_json)
     for net in handles:
-        config, unet = net.config, json.loads(model.unet_config_json)
-        fits = all(config.get(k) == unet.get(k) for k in ("cross_attention_dim", "projection_class_embeddings_input_dim"))
-        if not fits or config["block_out_channels"] != unet["block_out_channels"]:
-            error = ModelLoadError(f"{net.path} is a ControlNet for {net.family_name} models; the model sampled is "
-                                   f"{model.family_name} ({Path(model.path).name})")
+        problem = _misfit(net, unet, model)
+        if problem:
+            error = ModelLoadError(f"{net.path} {problem}")
             error.model_key = net.cache_key  # reported on the loader that chose the file
             raise error
     return {net: ctx.models.get(net) for net in handles}
+
+
+def _misfit(net, unet: dict, model) -> str | None:
+    from .t2i_adapter import T2IAdapterHandle
+
+    widths = list(unet["block_out_channels"])
+    if isinstance(net, T2IAdapterHandle):
+        # ComfyUI's placement: SD adapters need three input blocks a level, SDXL ones SDXL's levels
+        wanted = widths + [widths[-1]] if net.xl else widths
+        if list(net.channels) != wanted or (not net.xl and unet["layers_per_block"] != 2):
+            return (f"is a T2I-Adapter with levels {list(net.channels)} wide; the model sampled "
+                    f"({Path(model.path).name}) has {widths} with {unet['layers_per_block']} blocks a level")
+        return None
+    config = net.config
+    fits = all(config.get(k) == unet.get(k) for k in ("cross_attention_dim", "projection_class_embeddings_input_dim"))
+    if not fits or config["block_out_channels"] != widths:
+        return f"is a ControlNet for {net.family_name} models; the model sampled is {model.family_name} " \
+               f"({Path(model.path).name})"
+    return None

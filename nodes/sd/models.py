@@ -199,6 +199,7 @@ def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None
     from ..sampling.ksampler import SamplingModel
     from .controlnet import control_residuals
     from .freeu import freeu_applied
+    from .t2i_adapter import adding_to_input_blocks
 
     family, dtype, device = handle.family, unet.dtype, handle.device
 
@@ -207,12 +208,16 @@ def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None
         context = torch.cat([e.cross_attn.repeat(1, common // e.cross_attn.shape[1], 1) for e in entries])
         context = context.to(device, dtype)
         added = family.added_inputs(entries, size[0] * 8, size[1] * 8, device, dtype)
-        residuals = {}
+        residuals, added_by_hooks = {}, None
         if control is not None:
             links, batched_number = control
-            down, mid = control_residuals(links, controlnets, x_in, timesteps, context, added, batched_number)
-            residuals = {"down_block_additional_residuals": [d.to(dtype) for d in down],
-                         "mid_block_additional_residual": mid.to(dtype)}
+            out = control_residuals(links, controlnets, x_in, timesteps, context, added, batched_number,
+                                    unet.config)
+            if out.skips is not None:
+                residuals = {"down_block_additional_residuals": [d.to(dtype) for d in out.skips],
+                             "mid_block_additional_residual": out.middle.to(dtype)}
+            if out.blocks:
+                added_by_hooks = (out.blocks, None if out.skips is not None else out.middle)
         if concat is not None:
             x_in = torch.cat([x_in, concat.to(x_in)], dim=1)
         with ExitStack() as patches:
@@ -220,6 +225,8 @@ def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None
                 patches.enter_context(middle_self_attention_as_values(unet))
             if handle.freeu is not None:
                 patches.enter_context(freeu_applied(unet, handle.freeu))
+            if added_by_hooks is not None:
+                patches.enter_context(adding_to_input_blocks(unet, *added_by_hooks))
             return unet(x_in.to(dtype), timesteps.float(), encoder_hidden_states=context,
                         added_cond_kwargs=added, return_dict=False, **residuals)[0]
 
