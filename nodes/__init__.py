@@ -1,5 +1,6 @@
 """The built-in node pack. `ALL_NODES` is what the `run_graph.nodes` entry point publishes."""
 from .core.canny import Canny
+from .core.clip_vision import CLIPVisionEncode, CLIPVisionLoader, unCLIPConditioning
 from .core.composite import ImageCompositeMasked, LatentCompositeMasked
 from .core.conditioning import (ConditioningAverage, ConditioningCombine, ConditioningConcat,
                                 ConditioningSetArea, ConditioningSetAreaPercentage, ConditioningSetAreaStrength,
@@ -58,5 +59,5 @@ ALL_NODES = [
     LatentCompositeMasked, EmptyImage, GetImageSize, InpaintModelConditioning, ConditioningSetAreaStrength,
     RepeatImageBatch, ImageFromBatch, ImageFlip, ImageRotate, LatentAdd, LatentSubtract, LatentMultiply,
     LatentInterpolate, LatentBatch, LatentBatchSeedBehavior, LatentFlip, LatentRotate, LatentCrop,
-    DifferentialDiffusion, FreeU, FreeU_V2,
+    DifferentialDiffusion, FreeU, FreeU_V2, CLIPVisionLoader, CLIPVisionEncode, unCLIPConditioning,
 ]

@@ -41,6 +41,9 @@ class CondEntry:
     # masked image's latent, unscaled, and its mask), instead of the sampled latent and noise mask
     concat_latent: Any = None
     concat_mask: Any = None
+    # unCLIPConditioning: (image embeddings [N, D], strength, noise augmentation) per image set;
+    # SDXL takes its pooled vector from them (revision)
+    unclip: tuple = ()
 
     def replace(self, **changes) -> "CondEntry":
         return dataclasses.replace(self, **changes)

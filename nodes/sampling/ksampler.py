@@ -36,6 +36,8 @@ class SamplingModel:
     cfg_rescale: float | None = None  # RescaleCFG: the guided prediction's spread brought back
     pag_scale: float | None = None  # PerturbedAttentionGuidance: predict() takes perturbed=True
     differential_diffusion: float | None = None  # its strength: the noise mask becomes a moving threshold
+    # the family's last word on the entries once the seed is known (SDXL: unCLIP's pooled vector)
+    prepare: Callable[[list[CondEntry], int], list[CondEntry]] | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         return ms.denoised(sigma_part, output.float(), x_part)
 
     negative = [entry.replace(prompt_type="negative") for entry in negative]
+    if model.prepare is not None:
+        positive, negative = model.prepare(positive, seed), model.prepare(negative, seed)
     guided = cfg_denoiser(raw, positive, negative, cfg, ms, always_uncond=sampler_name in NEEDS_UNCOND,
                           rescale=model.cfg_rescale, pag_scale=model.pag_scale)
     denoise = guided

@@ -231,9 +231,17 @@ def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None
                         added_cond_kwargs=added, return_dict=False, **residuals)[0]
 
     extra = unet.config.in_channels - unet.config.out_channels
+    def with_image_pooled(entries, seed: int):
+        """SDXL's pooled vector from unCLIP images where an entry has them (revision)."""
+        from .clip_vision import revision_pooled
+
+        return [e.replace(pooled=revision_pooled(e.unclip, seed, e.pooled.shape[-1]).to(e.pooled))
+                if e.unclip else e for e in entries]
+
     return SamplingModel(predict, handle.model_sampling(), family.latent_scale, device, concat_channels=extra,
                          cfg_rescale=handle.cfg_rescale, pag_scale=handle.pag_scale,
-                         differential_diffusion=handle.differential_diffusion)
+                         differential_diffusion=handle.differential_diffusion,
+                         prepare=with_image_pooled if family.size_conditioning else None)
 
 
 class ValuesOnly:

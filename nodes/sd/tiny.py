@@ -163,6 +163,7 @@ def make_tiny_checkpoints(models: Path, seed: int = 0) -> None:
     write_tiny_loras(models, seed)
     write_tiny_embeddings(models, seed)
     write_tiny_controlnets(models, seed)
+    write_tiny_clip_vision(models, seed)
 
 
 def _lora_pairs(prefix: str, weight_shape, rank: int, generator, alpha: float | None) -> dict:
@@ -274,3 +275,17 @@ def write_tiny_controlnets(models: Path, seed: int = 0) -> None:
           _prefixed("control_model.", to_ldm(sd15.state_dict(), controlnet_ldm_names(sd15.config))))
     _save(folder / "tiny_sdxl_controlnet" / "diffusion_pytorch_model.safetensors",
           _controlnet(SDXL_UNET, generator).state_dict())
+
+
+def write_tiny_clip_vision(models: Path, seed: int = 0) -> None:
+    """A CLIP vision tower in transformers' names, as clip_vision_g.safetensors is published; its
+    projection is as wide as the tiny SDXL's pooled text, which revision replaces with it."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    generator = torch.Generator().manual_seed(seed + 7)
+    config = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
+                              image_size=224, patch_size=14, projection_dim=CLIP_G["projection_dim"],
+                              hidden_act="gelu", layer_norm_eps=1e-5)
+    model = _seeded(generator, lambda: CLIPVisionModelWithProjection(config))
+    _save(Path(models) / "clip_vision" / "tiny_clip_vision_g.safetensors", model.state_dict())
