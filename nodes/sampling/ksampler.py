@@ -148,8 +148,9 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
 
 
 def _active_controls(entries: list[CondEntry], sigma: float, ms: DiscreteSampling, batch: int) -> dict:
-    """The ControlNets of a batch (its entries share one chain) that act at σ, oldest first, and
-    how many conditionings the batch holds (a hint batch is spread over each one's images)."""
+    """The ControlNets and T2I-Adapters of a batch (its entries share one chain) that act at σ,
+    oldest first, and how many conditionings the batch holds (a hint batch is spread over each
+    one's images)."""
     link = entries[0].control
     if link is None:
         return {}
