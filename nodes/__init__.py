@@ -9,6 +9,7 @@ from .core.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNe
 from .core.custom_sampling import (BasicGuider, BasicScheduler, CFGGuider, DisableNoise, ExponentialScheduler,
                                    KarrasScheduler, KSamplerSelect, RandomNoise, SamplerCustom,
                                    SamplerCustomAdvanced, SDTurboScheduler, SplitSigmas)
+from .core.gligen import GLIGENLoader, GLIGENTextBoxApply
 from .core.image import LoadImage, PreviewImage, SaveImage
 from .core.image_batch import ImageFlip, ImageFromBatch, ImageRotate, RepeatImageBatch
 from .core.image_filters import ImageBlend, ImageBlur, ImageSharpen
@@ -60,4 +61,5 @@ ALL_NODES = [
     RepeatImageBatch, ImageFromBatch, ImageFlip, ImageRotate, LatentAdd, LatentSubtract, LatentMultiply,
     LatentInterpolate, LatentBatch, LatentBatchSeedBehavior, LatentFlip, LatentRotate, LatentCrop,
     DifferentialDiffusion, FreeU, FreeU_V2, CLIPVisionLoader, CLIPVisionEncode, unCLIPConditioning,
+    GLIGENLoader, GLIGENTextBoxApply,
 ]

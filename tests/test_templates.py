@@ -17,7 +17,7 @@ from engine.registry import default_registry
 
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 MODEL_INPUTS = {"ckpt_name", "lora_name", "vae_name", "unet_name", "clip_name", "clip_name1", "clip_name2", "model_name",
-                "control_net_name"}
+                "control_net_name", "gligen_name"}
 PACKAGES = ("comfyui_workflow_templates", "comfyui_workflow_templates_json")
 EXAMPLE_INPUTS = Path(__file__).resolve().parent.parent / "examples" / "input"
 
@@ -55,7 +55,7 @@ def test_the_classic_templates_are_covered():
             "area_composition.json", "latent_upscale_different_prompt_model.json", "esrgan_example.json",
             "hiresfix_esrgan_workflow.json", "controlnet_example.json", "2_pass_pose_worship.json",
             "depth_controlnet.json", "mixing_controlnets.json", "sdxl_revision_text_prompts.json",
-            "sdxl_revision_zero_positive.json", "depth_t2i_adapter.json"} <= names
+            "sdxl_revision_zero_positive.json", "depth_t2i_adapter.json", "gligen_textbox_example.json"} <= names
 
 
 def _install(error, tiny: Path, models: Path, inputs: Path) -> None:
@@ -68,6 +68,8 @@ def _install(error, tiny: Path, models: Path, inputs: Path) -> None:
         target, origin = models / "loras" / wanted, tiny / "loras" / "tiny_sd15_kohya.safetensors"
     elif error.input == "model_name" and error.node_type == "UpscaleModelLoader":
         target, origin = models / "upscale_models" / wanted, tiny / "upscale_models" / "tiny_esrgan_x4.safetensors"
+    elif error.input == "gligen_name":
+        target, origin = models / "gligen" / wanted, tiny / "gligen" / "tiny_gligen_sd15.safetensors"
     elif error.input == "clip_name" and error.node_type == "CLIPVisionLoader":
         target, origin = models / "clip_vision" / wanted, tiny / "clip_vision" / "tiny_clip_vision_g.safetensors"
     elif error.input == "control_net_name":
@@ -121,7 +123,7 @@ def test_template_validates_with_only_missing_models_and_runs_on_tiny_models(tem
     # (UNet and text-encoder files of models run-graph does not have) are only validated
     # (T2I-Adapters are not run either: a ControlNet under the adapter's name would prove nothing)
     if any(e.node_type not in ("CheckpointLoaderSimple", "CheckpointLoader", "LoraLoader", "VAELoader",
-                               "UpscaleModelLoader", "ControlNetLoader", "CLIPVisionLoader")
+                               "UpscaleModelLoader", "ControlNetLoader", "CLIPVisionLoader", "GLIGENLoader")
            or "t2i" in e.message.lower() for e in models_missing):
         return
     for error in errors:

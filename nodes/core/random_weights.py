@@ -7,7 +7,7 @@ def fan_in_init_(module, generator) -> None:
 
     with torch.no_grad():
         for name, param in module.named_parameters():
-            if param.dim() == 1:
+            if param.dim() <= 1:
                 param.fill_(1.0 if name.endswith("weight") else 0.0)  # norms 1, biases 0
             else:
                 std = param[0].numel() ** -0.5

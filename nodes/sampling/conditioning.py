@@ -44,6 +44,8 @@ class CondEntry:
     # unCLIPConditioning: (image embeddings [N, D], strength, noise augmentation) per image set;
     # SDXL takes its pooled vector from them (revision)
     unclip: tuple = ()
+    # GLIGENTextBoxApply: (the GLIGEN model, its boxes: (pooled text, h, w, y, x) in latent cells)
+    gligen: Any = None
 
     def replace(self, **changes) -> "CondEntry":
         return dataclasses.replace(self, **changes)

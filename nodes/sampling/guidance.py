@@ -114,8 +114,10 @@ def _batches(jobs: list[_Job]) -> list[list[_Job]]:
     pending, groups = list(jobs), []
     while pending:
         first = pending[0]
+        # an entry with GLIGEN boxes runs alone, as ComfyUI never batches entries with patches
         group = [job for job in pending if job.area[:2] == first.area[:2] and _same_tokens([first, job])
-                 and job.entry.control is first.entry.control]
+                 and job.entry.control is first.entry.control
+                 and (job is first or (job.entry.gligen is None and first.entry.gligen is None))]
         pending = [job for job in pending if job not in group]
         groups.append(group[::-1])
     return groups
@@ -157,17 +159,18 @@ def _with_same_areas(sides: list[list[CondEntry]], height: int, width: int) -> l
     return resolved
 
 
-def _lend_controls(positive: list[CondEntry], negative: list[CondEntry]) -> None:
-    """The old ControlNetApply sets its ControlNet on the positive side only; ComfyUI then gives
-    it to the negative's whole-image entries (`apply_empty_x_to_equal_area`), in turn, unless one
-    of them already has a ControlNet."""
-    lent = [e.control for e in positive if e.control_apply_to_uncond and e.area is None and e.control is not None]
+def _lend(positive: list[CondEntry], negative: list[CondEntry], attribute: str, lent_by) -> None:
+    """ComfyUI's apply_empty_x_to_equal_area: the whole-image positive entries' ControlNets (set
+    by the old ControlNetApply) or GLIGEN boxes go to the negative's whole-image entries, in turn,
+    unless one of them already has its own."""
+    lent = [getattr(e, attribute) for e in positive if lent_by(e) and e.area is None
+            and getattr(e, attribute) is not None]
     whole = [i for i, e in enumerate(negative) if e.area is None]
-    if not lent or not whole or any(negative[i].control is not None for i in whole):
+    if not lent or not whole or any(getattr(negative[i], attribute) is not None for i in whole):
         return
-    for k, control in enumerate(lent):
+    for k, value in enumerate(lent):
         i = whole[k % len(whole)]
-        negative[i] = negative[i].replace(control=control)
+        negative[i] = negative[i].replace(**{attribute: value})
 
 
 class Guided:
@@ -238,7 +241,8 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
         if shape not in prepared:
             if len(given) == 2:
                 prepared[shape] = _with_same_areas(given, *shape)
-                _lend_controls(*prepared[shape])
+                _lend(*prepared[shape], "control", lambda e: e.control_apply_to_uncond)
+                _lend(*prepared[shape], "gligen", lambda e: True)
             else:
                 prepared[shape] = [[_resolved(e, *shape) for e in side] for side in given]
         sides = prepared[shape]

@@ -202,13 +202,16 @@ def control_residuals(links: list[ControlLink], nets: dict, x_in, timesteps, con
     return out
 
 
-def controlnets_of(ctx, model, conditionings) -> dict:
-    """Every ControlNet the conditionings carry, loaded, after checking it fits the model."""
-    handles = {}
+def conditioning_models(ctx, model, conditionings) -> dict:
+    """Every ControlNet, T2I-Adapter and GLIGEN model the conditionings carry, loaded, after
+    checking the first two fit the model."""
+    handles, gligens = {}, {}
     for conditioning in conditionings:
         for entry in conditioning.entries if conditioning is not None else ():
             for link in entry.control.chain() if entry.control is not None else ():
                 handles[link.net] = None
+            if entry.gligen is not None:
+                gligens[entry.gligen[0]] = None
     unet = json.loads(model.unet_config_json)
     for net in handles:
         problem = _misfit(net, unet, model)
@@ -216,7 +219,7 @@ def controlnets_of(ctx, model, conditionings) -> dict:
             error = ModelLoadError(f"{net.path} {problem}")
             error.model_key = net.cache_key  # reported on the loader that chose the file
             raise error
-    return {net: ctx.models.get(net) for net in handles}
+    return {net: ctx.models.get(net) for net in [*handles, *gligens]}
 
 
 def _misfit(net, unet: dict, model) -> str | None:

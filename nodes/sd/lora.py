@@ -257,12 +257,12 @@ def patched(module, changes: list[tuple[str, Adapter, float]], change=None):
 def sampling_with_loras(ctx, handle, *conditionings):
     """The model as the sampler sees it, its LoRAs patched in for the block (and undone after,
     with the store told: an interrupted restore leaves the model marked for reloading), with the
-    ControlNets the conditionings carry loaded beside it."""
-    from .controlnet import controlnets_of
+    ControlNets, adapters and GLIGEN models the conditionings carry loaded beside it."""
+    from .controlnet import conditioning_models
     from .models import sampling_model
 
     unet = ctx.models.get(handle)
-    nets = controlnets_of(ctx, handle, conditionings)
+    nets = conditioning_models(ctx, handle, conditionings)
     changes = matched(unet_key_map(unet), handle.loras) if handle.loras else []
     with ctx.models.modifying(handle) as change, patched(unet, changes, change):
         yield sampling_model(handle, unet, nets)

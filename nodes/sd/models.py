@@ -188,10 +188,11 @@ class TextTower(EdgeValue):
         return model.to(self.device).float().eval()
 
 
-def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None):
+def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None):
     """The model as the sampler sees it: raw predictions at integer timesteps for a batch of
-    conditioning entries, with token lengths repeated to their LCM (77 vs 154: exact), plus the
-    residuals of the batch's ControlNets (`controlnets`: loaded networks by handle)."""
+    conditioning entries, with token lengths repeated to their LCM (77 vs 154: exact), plus what
+    the batch's ControlNets, T2I-Adapters and GLIGEN boxes add (`side_models`: those models,
+    loaded, by handle)."""
     import math
 
     import torch
@@ -199,6 +200,7 @@ def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None
     from ..sampling.ksampler import SamplingModel
     from .controlnet import control_residuals
     from .freeu import freeu_applied
+    from .gligen import fusers_lent, grounding
     from .t2i_adapter import adding_to_input_blocks
 
     family, dtype, device = handle.family, unet.dtype, handle.device
@@ -208,13 +210,13 @@ def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None
         context = torch.cat([e.cross_attn.repeat(1, common // e.cross_attn.shape[1], 1) for e in entries])
         context = context.to(device, dtype)
         added = family.added_inputs(entries, size[0] * 8, size[1] * 8, device, dtype)
-        residuals, added_by_hooks = {}, None
+        unet_kwargs, added_by_hooks = {}, None
         if control is not None:
             links, batched_number = control
-            out = control_residuals(links, controlnets, x_in, timesteps, context, added, batched_number,
+            out = control_residuals(links, side_models, x_in, timesteps, context, added, batched_number,
                                     unet.config)
             if out.skips is not None:
-                residuals = {"down_block_additional_residuals": [d.to(dtype) for d in out.skips],
+                unet_kwargs = {"down_block_additional_residuals": [d.to(dtype) for d in out.skips],
                              "mid_block_additional_residual": out.middle.to(dtype)}
             if out.blocks:
                 added_by_hooks = (out.blocks, None if out.skips is not None else out.middle)
@@ -227,10 +229,18 @@ def sampling_model(handle: DiffusionModel, unet, controlnets: dict | None = None
                 patches.enter_context(freeu_applied(unet, handle.freeu))
             if added_by_hooks is not None:
                 patches.enter_context(adding_to_input_blocks(unet, *added_by_hooks))
+            if entries[0].gligen is not None:  # a GLIGEN entry runs in a batch of its own
+                gligen, boxes = entries[0].gligen
+                lent = side_models[gligen]
+                patches.enter_context(fusers_lent(unet, lent))
+                args = grounding(boxes, x_in.shape[2], x_in.shape[3], x_in.shape[0],
+                                 lent["position_net"].positive_len, device)
+                unet_kwargs["cross_attention_kwargs"] = {"gligen": {k: v.to(dtype) for k, v in args.items()}}
             return unet(x_in.to(dtype), timesteps.float(), encoder_hidden_states=context,
-                        added_cond_kwargs=added, return_dict=False, **residuals)[0]
+                        added_cond_kwargs=added, return_dict=False, **unet_kwargs)[0]
 
     extra = unet.config.in_channels - unet.config.out_channels
+
     def with_image_pooled(entries, seed: int):
         """SDXL's pooled vector from unCLIP images where an entry has them (revision)."""
         from .clip_vision import revision_pooled

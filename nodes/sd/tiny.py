@@ -164,6 +164,7 @@ def make_tiny_checkpoints(models: Path, seed: int = 0) -> None:
     write_tiny_embeddings(models, seed)
     write_tiny_controlnets(models, seed)
     write_tiny_clip_vision(models, seed)
+    write_tiny_gligen(models, seed)
 
 
 def _lora_pairs(prefix: str, weight_shape, rank: int, generator, alpha: float | None) -> dict:
@@ -289,3 +290,31 @@ def write_tiny_clip_vision(models: Path, seed: int = 0) -> None:
                               hidden_act="gelu", layer_norm_eps=1e-5)
     model = _seeded(generator, lambda: CLIPVisionModelWithProjection(config))
     _save(Path(models) / "clip_vision" / "tiny_clip_vision_g.safetensors", model.state_dict())
+
+
+def write_tiny_gligen(models: Path, seed: int = 0) -> None:
+    """A GLIGEN text-box model for the tiny SD1.5 in the layout ComfyUI reads (a fuser under each
+    transformer block's LDM name, `position_net.`): diffusers' gated attention and position net,
+    renamed through our UNet name map. Its gates are open (tanh 0.46) so its boxes show."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.attention import GatedSelfAttentionDense
+    from diffusers.models.embeddings import GLIGENTextBoundingboxProjection
+
+    generator = torch.Generator().manual_seed(seed + 8)
+    unet = UNet2DConditionModel(**SD15_UNET)
+    text_width = CLIP_L["hidden_size"]
+    state = {}
+    for name, module in unet.named_modules():
+        if name.count(".") > 1 and name.rsplit(".", 2)[-2] == "transformer_blocks":
+            fuser = GatedSelfAttentionDense(module.attn1.query_dim, text_width, 1, module.attn1.query_dim)
+            fan_in_init_(fuser, generator)
+            with torch.no_grad():
+                fuser.alpha_attn.fill_(0.5)
+                fuser.alpha_dense.fill_(0.5)
+            state |= {f"{name}.fuser.{k}": v for k, v in fuser.state_dict().items()}
+    state = to_ldm(state, unet_ldm_names(unet.config))
+    position = GLIGENTextBoundingboxProjection(positive_len=text_width, out_dim=text_width)
+    fan_in_init_(position, generator)
+    state |= {f"position_net.{k}": v for k, v in position.state_dict().items()}
+    _save(Path(models) / "gligen" / "tiny_gligen_sd15.safetensors", state)
