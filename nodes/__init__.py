@@ -19,7 +19,7 @@ from .core.inpaint import InpaintModelConditioning
 from .core.ksampler import KSampler, KSamplerAdvanced
 from .core.latent import (EmptyLatentImage, LatentComposite, LatentFromBatch, LatentUpscale, LatentUpscaleBy,
                           RepeatLatentBatch, SetLatentNoiseMask)
-from .core.latent_ops import (LatentAdd, LatentBatch, LatentBatchSeedBehavior, LatentCrop, LatentFlip,
+from .core.latent_ops import (LatentAdd, LatentBatch, LatentBatchSeedBehavior, LatentBlend, LatentCrop, LatentFlip,
                               LatentInterpolate, LatentMultiply, LatentRotate, LatentSubtract)
 from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, SolidMask,
                         ThresholdMask)
@@ -27,6 +27,8 @@ from .core.model_patches import (DifferentialDiffusion, FreeU, FreeU_V2, ModelSa
                                  PerturbedAttentionGuidance, RescaleCFG)
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
                               PrimitiveStringMultiline)
+from .core.schedulers import (AlignYourStepsScheduler, BetaSamplingScheduler, FlipSigmas,
+                              PolyexponentialScheduler, SetFirstSigma, SplitSigmasDenoise, VPScheduler)
 from .core.upscale_model import ImageUpscaleWithModel, UpscaleModelLoader
 from .core.vae import VAEDecode, VAEEncode, VAEEncodeForInpaint, VAELoader
 from .core.vae_tiled import VAEDecodeTiled, VAEEncodeTiled
@@ -61,5 +63,6 @@ ALL_NODES = [
     RepeatImageBatch, ImageFromBatch, ImageFlip, ImageRotate, LatentAdd, LatentSubtract, LatentMultiply,
     LatentInterpolate, LatentBatch, LatentBatchSeedBehavior, LatentFlip, LatentRotate, LatentCrop,
     DifferentialDiffusion, FreeU, FreeU_V2, CLIPVisionLoader, CLIPVisionEncode, unCLIPConditioning,
-    GLIGENLoader, GLIGENTextBoxApply,
+    GLIGENLoader, GLIGENTextBoxApply, PolyexponentialScheduler, VPScheduler, BetaSamplingScheduler,
+    AlignYourStepsScheduler, SplitSigmasDenoise, FlipSigmas, SetFirstSigma, LatentBlend,
 ]

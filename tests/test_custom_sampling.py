@@ -120,3 +120,40 @@ def test_karras_and_exponential_nodes_use_their_widgets():
     assert karras.tolist()[:3] == pytest.approx([14.6146, 9.1029, 5.4784], abs=1e-3) and karras[-1] == 0
     expo = ExponentialScheduler(steps=5, sigma_max=10.0, sigma_min=0.1).execute(None).SIGMAS.sigmas
     assert torch.allclose(expo[:-1], torch.tensor([10.0, 10 ** 0.5, 1.0, 0.1 ** 0.5, 0.1]), rtol=1e-5)
+
+
+def test_polyexponential_and_vp_schedules_are_k_diffusions():
+    from nodes.sampling.schedules import polyexponential, variance_preserving
+
+    from .kdiffusion_reference import load_sampling
+
+    reference = load_sampling()
+    if reference is None:
+        pytest.skip("k-diffusion is not installed")
+    assert torch.allclose(polyexponential(9, 0.03, 14.6, 1.5), reference.get_sigmas_polyexponential(9, 0.03, 14.6, 1.5))
+    assert torch.allclose(variance_preserving(9, 19.9, 0.1, 1e-3), reference.get_sigmas_vp(9, 19.9, 0.1, 1e-3))
+
+
+def test_align_your_steps():
+    from nodes.sampling.schedules import AYS_NOISE_LEVELS, align_your_steps
+
+    ten = align_your_steps("SDXL", 10)
+    assert torch.allclose(ten[:-1], torch.tensor(AYS_NOISE_LEVELS["SDXL"][:-1])) and ten[-1] == 0
+    twenty = align_your_steps("SD1", 20)
+    assert len(twenty) == 21 and torch.allclose(twenty[::2][:-1], torch.tensor(AYS_NOISE_LEVELS["SD1"][:-1]), rtol=1e-5)
+    # between two table entries: their geometric mean (linear in log σ)
+    assert twenty[1] == pytest.approx((AYS_NOISE_LEVELS["SD1"][0] * AYS_NOISE_LEVELS["SD1"][1]) ** 0.5, rel=1e-5)
+    assert torch.equal(align_your_steps("SD1", 20, denoise=0.5), twenty[-11:])
+    assert len(align_your_steps("SD1", 20, denoise=0.0)) == 0
+
+
+def test_sigma_utilities():
+    from nodes.core.custom_sampling import Sigmas
+    from nodes.core.schedulers import FlipSigmas, SetFirstSigma, SplitSigmasDenoise
+
+    sigmas = Sigmas(torch.tensor([8.0, 4.0, 2.0, 1.0, 0.0]))
+    split = SplitSigmasDenoise(sigmas=sigmas, denoise=0.5).execute(None)
+    assert split.high_sigmas.sigmas.tolist() == [8.0, 4.0, 2.0] and split.low_sigmas.sigmas.tolist() == [2.0, 1.0, 0.0]
+    assert FlipSigmas(sigmas=sigmas).execute(None).SIGMAS.sigmas.tolist() == pytest.approx([0.0001, 1, 2, 4, 8])
+    first = SetFirstSigma(sigmas=sigmas, sigma=20.0).execute(None).SIGMAS.sigmas
+    assert first.tolist() == [20.0, 4.0, 2.0, 1.0, 0.0] and sigmas.sigmas[0] == 8.0

@@ -73,3 +73,11 @@ def test_conditioning_set_area_strength():
     conditioning = Conditioning((CondEntry(torch.zeros([1, 2, 2]), area=(8, 8, 0, 0)),))
     out = _out(ConditioningSetAreaStrength(conditioning=conditioning, strength=2.5)).entries[0]
     assert out.strength == 2.5 and out.area == (8, 8, 0, 0)
+
+
+def test_latent_blend():
+    from nodes.core.latent_ops import LatentBlend
+
+    first, second = Latent(torch.ones([1, 4, 4, 4])), Latent(torch.full([1, 4, 2, 2], 3.0))
+    out = _out(LatentBlend(samples1=first, samples2=second, blend_factor=0.25)).samples
+    assert out.shape == (1, 4, 4, 4) and torch.allclose(out, torch.full_like(out, 0.25 + 0.75 * 3.0))

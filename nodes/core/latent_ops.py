@@ -1,5 +1,5 @@
-"""ComfyUI's latent arithmetic and reshaping: add, subtract, multiply, interpolate, batch, seed
-behaviour, flip, rotate, crop. A second latent of another size is stretched (bilinear, centre
+"""ComfyUI's latent arithmetic and reshaping: add, subtract, multiply, interpolate, blend, batch,
+seed behaviour, flip, rotate, crop. A second latent of another size is stretched (bilinear, centre
 crop) and repeated to the first's batch, as ComfyUI's `reshape_latent_to` does."""
 from __future__ import annotations
 
@@ -85,6 +85,25 @@ class LatentInterpolate(Node):
         mixed = torch.nan_to_num(first / m1) * self.ratio + torch.nan_to_num(second / m2) * (1.0 - self.ratio)
         direction = torch.nan_to_num(mixed / torch.linalg.vector_norm(mixed, dim=1))
         return LatentOut(replace(self.samples1, samples=direction * (m1 * self.ratio + m2 * (1.0 - self.ratio))))
+
+
+class LatentBlend(Node):
+    """samples1 × blend_factor + samples2 (stretched, bicubic) × (1 − blend_factor)."""
+
+    class_type = "LatentBlend"
+    display_name = "Latent Blend"
+    category = "_for_testing"
+
+    samples1: Latent = Link()
+    samples2: Latent = Link()
+    blend_factor: float = Widget(0.5, ge=0.0, le=1.0, step=0.01)
+
+    def execute(self, ctx) -> LatentOut:
+        first, second = self.samples1.samples, self.samples2.samples
+        if first.shape != second.shape:
+            second = common_upscale(second, first.shape[3], first.shape[2], "bicubic", "center")
+        blended = first * self.blend_factor + second * (1 - self.blend_factor)
+        return LatentOut(replace(self.samples1, samples=blended))
 
 
 class LatentBatch(Node):

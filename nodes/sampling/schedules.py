@@ -9,6 +9,16 @@ import torch
 from .model_sampling import DiscreteSampling
 from .names import DISCARD_PENULTIMATE_SIGMA, SCHEDULERS
 
+# Align Your Steps' σ for 10 steps (Sabour, Fidler & Kreis 2024), per model kind
+AYS_NOISE_LEVELS = {
+    "SD1": (14.6146412293, 6.4745760956, 3.8636745985, 2.6946151520, 1.8841921177, 1.3943805092, 0.9642583904,
+            0.6523686016, 0.3977456272, 0.1515232662, 0.0291671582),
+    "SDXL": (14.6146412293, 6.3184485287, 3.7681790315, 2.1811480769, 1.3405244945, 0.8620721141, 0.5550693289,
+             0.3798540708, 0.2332364134, 0.1114188177, 0.0291671582),
+    "SVD": (700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002),
+}
+
+
 def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros([1])])
 
@@ -21,6 +31,33 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torc
 
 def exponential(n: int, sigma_min: float, sigma_max: float) -> torch.Tensor:
     return _append_zero(torch.linspace(math.log(sigma_max), math.log(sigma_min), n).exp())
+
+
+def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> torch.Tensor:
+    ramp = torch.linspace(1, 0, n) ** rho
+    return _append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+
+
+def variance_preserving(n: int, beta_d: float = 19.9, beta_min: float = 0.1, eps_s: float = 1e-3) -> torch.Tensor:
+    t = torch.linspace(1, eps_s, n)
+    return _append_zero(torch.sqrt(torch.exp(beta_d * t ** 2 / 2 + beta_min * t) - 1))
+
+
+def align_your_steps(model_type: str, steps: int, denoise: float = 1.0) -> torch.Tensor:
+    """The table, log-linearly interpolated to `steps`, its last `steps·denoise` steps, ending at 0."""
+    import numpy as np
+
+    if denoise <= 0.0:
+        return torch.zeros(0)
+    total = round(steps * denoise) if denoise < 1.0 else steps
+    sigmas = list(AYS_NOISE_LEVELS[model_type])
+    if steps + 1 != len(sigmas):
+        positions = np.linspace(0, 1, len(sigmas))
+        logs = np.log(sigmas[::-1])
+        sigmas = list(np.exp(np.interp(np.linspace(0, 1, steps + 1), positions, logs))[::-1])
+    sigmas = sigmas[-(total + 1):]
+    sigmas[-1] = 0
+    return torch.tensor(np.array(sigmas, dtype=np.float64), dtype=torch.float32)
 
 
 def _uniform_in_t(ms: DiscreteSampling, steps: int, sgm: bool) -> torch.Tensor:
