@@ -27,6 +27,8 @@ from .core.model_patches import (DifferentialDiffusion, FreeU, FreeU_V2, ModelSa
                                  PerturbedAttentionGuidance, RescaleCFG)
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
                               PrimitiveStringMultiline)
+from .core.sampler_nodes import (SamplerDPMPP_2M_SDE, SamplerDPMPP_2S_Ancestral, SamplerDPMPP_3M_SDE,
+                                 SamplerDPMPP_SDE, SamplerEulerAncestral, SamplerEulerAncestralCFGPP, SamplerLMS)
 from .core.schedulers import (AlignYourStepsScheduler, BetaSamplingScheduler, FlipSigmas,
                               PolyexponentialScheduler, SetFirstSigma, SplitSigmasDenoise, VPScheduler)
 from .core.upscale_model import ImageUpscaleWithModel, UpscaleModelLoader
@@ -64,5 +66,7 @@ ALL_NODES = [
     LatentInterpolate, LatentBatch, LatentBatchSeedBehavior, LatentFlip, LatentRotate, LatentCrop,
     DifferentialDiffusion, FreeU, FreeU_V2, CLIPVisionLoader, CLIPVisionEncode, unCLIPConditioning,
     GLIGENLoader, GLIGENTextBoxApply, PolyexponentialScheduler, VPScheduler, BetaSamplingScheduler,
-    AlignYourStepsScheduler, SplitSigmasDenoise, FlipSigmas, SetFirstSigma, LatentBlend,
+    AlignYourStepsScheduler, SplitSigmasDenoise, FlipSigmas, SetFirstSigma, LatentBlend, SamplerEulerAncestral,
+    SamplerEulerAncestralCFGPP, SamplerLMS, SamplerDPMPP_2S_Ancestral, SamplerDPMPP_SDE, SamplerDPMPP_2M_SDE,
+    SamplerDPMPP_3M_SDE,
 ]

@@ -157,3 +157,32 @@ def test_sigma_utilities():
     assert FlipSigmas(sigmas=sigmas).execute(None).SIGMAS.sigmas.tolist() == pytest.approx([0.0001, 1, 2, 4, 8])
     first = SetFirstSigma(sigmas=sigmas, sigma=20.0).execute(None).SIGMAS.sigmas
     assert first.tolist() == [20.0, 4.0, 2.0, 1.0, 0.0] and sigmas.sigmas[0] == 8.0
+
+
+@pytest.mark.parametrize("node, inputs, same_as", [
+    ("SamplerEulerAncestral", {"eta": 1.0, "s_noise": 1.0}, "euler_ancestral"),
+    ("SamplerEulerAncestral", {"eta": 0.0, "s_noise": 1.0}, "euler"),  # no noise: Euler
+    ("SamplerLMS", {"order": 4}, "lms"),
+    ("SamplerDPMPP_2M_SDE", {"solver_type": "heun", "eta": 1.0, "s_noise": 1.0, "noise_device": "cpu"},
+     "dpmpp_2m_sde_heun"),
+    ("SamplerDPMPP_SDE", {"eta": 1.0, "s_noise": 1.0, "r": 0.5, "noise_device": "gpu"}, "dpmpp_sde_gpu"),
+])
+def test_sampler_nodes_with_their_defaults_are_the_named_samplers(node, inputs, same_as, session):
+    import numpy as np
+
+    def custom(sampler_node):
+        return base() | {
+            "10": sampler_node,
+            "11": {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "karras", "steps": 4,
+                                                              "denoise": 1.0}},
+            "12": {"class_type": "SamplerCustom", "inputs": {"model": ["4", 0], "add_noise": True, "noise_seed": 7,
+                                                             "cfg": 5.0, "positive": ["6", 0], "negative": ["7", 0],
+                                                             "sampler": ["10", 0], "sigmas": ["11", 0],
+                                                             "latent_image": ["5", 0]}}}
+
+    ours = decoded(session, custom({"class_type": node, "inputs": inputs}), "12")
+    named = decoded(session, custom({"class_type": "KSamplerSelect", "inputs": {"sampler_name": same_as}}), "12")
+    assert np.abs(ours - named).max() <= (1 if same_as == "euler" else 0)
+    if "s_noise" in inputs and inputs["eta"] > 0:  # and the settings reach the sampler
+        louder = decoded(session, custom({"class_type": node, "inputs": {**inputs, "s_noise": 1.5}}), "12")
+        assert np.abs(louder - ours).max() > 5

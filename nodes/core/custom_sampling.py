@@ -16,6 +16,7 @@ from ..types import Latent
 class Sampler(EdgeValue):
     comfy_type = "SAMPLER"
     name: str
+    options: tuple = ()  # (name, value) pairs: the Sampler… nodes' eta, s_noise, order…
 
 
 @dataclass(frozen=True, eq=False)
@@ -237,7 +238,7 @@ def run_custom(ctx, guider: Guider, noise: Noise, sampler: Sampler, sigmas: Sigm
             positive=list(guider.positive.entries),
             negative=list(guider.negative.entries) if guider.negative is not None else [],
             seed=noise.seed or 0, cfg=guider.cfg, sampler_name=sampler.name, noise_mask=latent.noise_mask,
-            on_step=ctx.progress)
+            on_step=ctx.progress, sampler_options=dict(sampler.options))
     return TwoLatents(Latent(out, latent.noise_mask, latent.batch_index),
                       Latent(denoised, latent.noise_mask, latent.batch_index))
 

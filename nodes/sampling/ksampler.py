@@ -72,9 +72,11 @@ def sample(model: SamplingModel, latent: torch.Tensor, *, positive: list[CondEnt
 def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tensor, noise: torch.Tensor, *,
                   positive: list[CondEntry], negative: list[CondEntry], seed: int, cfg: float, sampler_name: str,
                   noise_mask: torch.Tensor | None = None,
-                  on_step: Callable[[int, int], None] = lambda done, total: None):
+                  on_step: Callable[[int, int], None] = lambda done, total: None,
+                  sampler_options: dict | None = None):
     """Run a sampler over explicit σ from `noise` (unit scale) and an unscaled latent. Returns the
-    unscaled result and the last step's x0 prediction (SamplerCustom's `denoised_output`)."""
+    unscaled result and the last step's x0 prediction (SamplerCustom's `denoised_output`).
+    `sampler_options`: the sampler's own settings (eta, s_noise…), as the Sampler… nodes give them."""
     ms = model.model_sampling
     device = model.device
     scaled = latent.to(device, torch.float32) * model.latent_scale
@@ -142,7 +144,7 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
     ctx = SamplingContext(seed=seed, on_step=stepped, uncond=guided.uncond, percent_to_sigma=ms.percent_to_sigma,
                           noise_scaling=lambda sigma, n, lat: ms.noise_scaling(sigma, n, lat))
     with torch.inference_mode():
-        x = SAMPLERS[sampler_name](recording, x, sigmas, ctx)
+        x = SAMPLERS[sampler_name](recording, x, sigmas, ctx, **(sampler_options or {}))
     denoised = last.get("x0", x)
     return (x / model.latent_scale).float().cpu(), (denoised / model.latent_scale).float().cpu()
 

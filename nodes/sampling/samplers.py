@@ -402,7 +402,7 @@ def gradient_estimation(denoise: Denoiser, x, sigmas, ctx: SamplingContext, ge_g
 
 
 def _sde(fn, **fixed):
-    return lambda denoise, x, sigmas, ctx: fn(denoise, x, sigmas, ctx, **fixed)
+    return lambda denoise, x, sigmas, ctx, **options: fn(denoise, x, sigmas, ctx, **{**fixed, **options})
 
 
 SAMPLERS: dict[str, Callable] = {
