@@ -19,6 +19,7 @@ from .core.inpaint import InpaintModelConditioning
 from .core.ksampler import KSampler, KSamplerAdvanced
 from .core.latent import (EmptyLatentImage, LatentComposite, LatentFromBatch, LatentUpscale, LatentUpscaleBy,
                           RepeatLatentBatch, SetLatentNoiseMask)
+from .core.latent_files import LoadLatent, SaveLatent
 from .core.latent_ops import (LatentAdd, LatentBatch, LatentBatchSeedBehavior, LatentBlend, LatentCrop, LatentFlip,
                               LatentInterpolate, LatentMultiply, LatentRotate, LatentSubtract)
 from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, SolidMask,
@@ -68,5 +69,5 @@ ALL_NODES = [
     GLIGENLoader, GLIGENTextBoxApply, PolyexponentialScheduler, VPScheduler, BetaSamplingScheduler,
     AlignYourStepsScheduler, SplitSigmasDenoise, FlipSigmas, SetFirstSigma, LatentBlend, SamplerEulerAncestral,
     SamplerEulerAncestralCFGPP, SamplerLMS, SamplerDPMPP_2S_Ancestral, SamplerDPMPP_SDE, SamplerDPMPP_2M_SDE,
-    SamplerDPMPP_3M_SDE,
+    SamplerDPMPP_3M_SDE, SaveLatent, LoadLatent,
 ]
