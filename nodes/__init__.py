@@ -5,7 +5,7 @@ from .core.composite import ImageCompositeMasked, LatentCompositeMasked
 from .core.conditioning import (ConditioningAverage, ConditioningCombine, ConditioningConcat,
                                 ConditioningSetArea, ConditioningSetAreaPercentage, ConditioningSetAreaStrength,
                                 ConditioningSetMask, ConditioningSetTimestepRange, ConditioningZeroOut)
-from .core.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader
+from .core.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader, DiffControlNetLoader
 from .core.custom_sampling import (BasicGuider, BasicScheduler, CFGGuider, DisableNoise, ExponentialScheduler,
                                    KarrasScheduler, KSamplerSelect, RandomNoise, SamplerCustom,
                                    SamplerCustomAdvanced, SDTurboScheduler, SplitSigmas)
@@ -69,5 +69,5 @@ ALL_NODES = [
     GLIGENLoader, GLIGENTextBoxApply, PolyexponentialScheduler, VPScheduler, BetaSamplingScheduler,
     AlignYourStepsScheduler, SplitSigmasDenoise, FlipSigmas, SetFirstSigma, LatentBlend, SamplerEulerAncestral,
     SamplerEulerAncestralCFGPP, SamplerLMS, SamplerDPMPP_2S_Ancestral, SamplerDPMPP_SDE, SamplerDPMPP_2M_SDE,
-    SamplerDPMPP_3M_SDE, SaveLatent, LoadLatent,
+    SamplerDPMPP_3M_SDE, SaveLatent, LoadLatent, DiffControlNetLoader,
 ]

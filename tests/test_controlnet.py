@@ -240,3 +240,36 @@ def test_the_canny_node_gives_a_grey_edge_image(tiny_models, tmp_path, hint_dir)
     pixels = _image(tiny_models, tmp_path, hint_dir, graph)
     assert pixels.shape == (64, 64, 3) and set(np.unique(pixels)) == {0, 255}
     assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
+
+
+def test_a_diff_controlnet_is_added_to_the_models_unet(tiny_models, tmp_path, hint_dir):
+    """A diff ControlNet stores its weights minus the UNet's. DiffControlNetLoader adds the
+    model's back, giving the full ControlNet's image; ControlNetLoader refuses it by name."""
+    import os
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models, copy_function=os.link)
+    full = load_file(str(tiny_models / "controlnet" / CONTROLNETS["sd15"]))
+    unet = load_file(str(tiny_models / "checkpoints" / "tiny_sd15.safetensors"))
+    diff = {k: (v.float() - unet[k.replace("control_model.", "model.diffusion_model.")].float())
+            if k.replace("control_model.", "model.diffusion_model.") in unet else v.float() for k, v in full.items()}
+    assert sum(k.replace("control_model.", "model.diffusion_model.") in unet for k in full) > 50
+    save_file(diff | {"difference": torch.tensor([])}, str(models / "controlnet" / "diff_sd15.safetensors"))
+    session = Session(settings=Settings(models_dir=models, output_dir=tmp_path / "out", input_dir=hint_dir,
+                                        device="cpu"))
+
+    def pixels(graph):
+        result = session.execute(graph)
+        assert result.status == "ok", result.errors
+        return np.asarray(Image.open(result.files[0])).astype(int)
+
+    expected = pixels(_controlled("sd15"))
+    graph = _controlled("sd15", control_net="diff_sd15.safetensors")
+    graph["20"] = {"class_type": "DiffControlNetLoader", "inputs": {"model": ["4", 0],
+                                                                    "control_net_name": "diff_sd15.safetensors"}}
+    assert np.abs(pixels(graph) - expected).max() <= 1
+    with pytest.raises(NodeExecutionError, match="load it with DiffControlNetLoader"):
+        session.execute(_controlled("sd15", control_net="diff_sd15.safetensors"))

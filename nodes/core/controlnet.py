@@ -1,4 +1,4 @@
-"""ControlNetLoader, ControlNetApplyAdvanced and the old ControlNetApply.
+"""ControlNetLoader, DiffControlNetLoader, ControlNetApplyAdvanced and the old ControlNetApply.
 
 Applying a ControlNet only records it on the conditioning entries (with the one applied before,
 which it adds to); KSampler runs it beside the UNet at each step where its window is active."""
@@ -10,6 +10,7 @@ from engine import Link, Node, NodeOutput, Widget
 
 from ..sampling.conditioning import Conditioning
 from ..sd.controlnet import ControlLink, ControlNetHandle, controlnet_handle
+from ..sd.models import DiffusionModel
 from ..sd.part_loaders import _files_in, _find, _fingerprint
 from ..types import Image
 from .conditioning import ConditioningOut
@@ -44,6 +45,24 @@ class ControlNetLoader(Node):
     def execute(self, ctx) -> ControlNetOut:
         path = _find(ctx.settings, CONTROLNET_FOLDERS, self.control_net_name, "control_net_name")
         return ControlNetOut(controlnet_handle(path, ctx.device))
+
+
+class DiffControlNetLoader(Node):
+    """A ControlNet file whose weights may be stored as differences from the model's UNet."""
+
+    class_type = "DiffControlNetLoader"
+    display_name = "Load ControlNet Model (diff)"
+    category = "loaders"
+    loads_models = True
+
+    model: DiffusionModel = Link()
+    control_net_name: str = Widget(choices=_files_in(CONTROLNET_FOLDERS))
+
+    fingerprint = _fingerprint(CONTROLNET_FOLDERS, "control_net_name")
+
+    def execute(self, ctx) -> ControlNetOut:
+        path = _find(ctx.settings, CONTROLNET_FOLDERS, self.control_net_name, "control_net_name")
+        return ControlNetOut(controlnet_handle(path, ctx.device, self.model))
 
 
 def _hint(image: Image):

@@ -39,10 +39,12 @@ class ControlNetHandle(EdgeValue):
     family_name: str
     device: str
     global_average_pooling: bool = False  # shuffle models: ComfyUI averages their outputs
+    # a "diff" ControlNet stores its weights minus the UNet's: (checkpoint, UNet prefix) to add back
+    base: tuple[str, str] | None = None
 
     @property
     def cache_key(self):
-        return ("controlnet", self.path, self.device)
+        return ("controlnet", self.path, self.device, self.base)
 
     @property
     def config(self) -> dict:
@@ -56,6 +58,9 @@ class ControlNetHandle(EdgeValue):
         from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
 
         state = CheckpointFile(self.path).tensors(self.prefix, strip=True)
+        if self.base is not None:  # in the file's precision, as ComfyUI adds them
+            unet = CheckpointFile(self.base[0]).tensors(self.base[1], strip=True)
+            state = {k: v + unet[k].to(v.dtype) if k in unet else v for k, v in state.items()}
         try:
             if self.layout == "ldm":
                 converted = convert_controlnet_checkpoint({LDM_PREFIX + k: v for k, v in state.items()}, self.config)
@@ -74,9 +79,10 @@ class ControlNetHandle(EdgeValue):
         return net.to(self.device, compute_dtype(self.device)).eval()
 
 
-def controlnet_handle(path, device: str):
+def controlnet_handle(path, device: str, model=None):
     """Tell a ControlNet file's layout, config and family from its tensor names and shapes (or
-    hand it to the T2I-Adapter reader, as ComfyUI's loader does)."""
+    hand it to the T2I-Adapter reader, as ComfyUI's loader does). `model`: DiffControlNetLoader's
+    MODEL, whose UNet weights a diff ControlNet is stored relative to."""
     from .checkpoint import unet_config
     from .part_loaders import DiffusersUnetView, unet_family
     from .t2i_adapter import is_t2i_adapter, t2i_adapter_handle
@@ -107,8 +113,14 @@ def controlnet_handle(path, device: str):
     config.update(conditioning_channels=hint[0][1],
                   conditioning_embedding_out_channels=[hint[0][0]] + [h[0] for h in hint[2:-1:2]])
     stem = Path(path).stem
+    base = None
+    if "difference" in names and prefix == LDM_PREFIX:
+        if model is None or model.layout != "ldm":
+            raise ModelLoadError(f"{Path(path).name} is a diff ControlNet (its weights are differences from a "
+                                 "UNet's): load it with DiffControlNetLoader and a checkpoint's MODEL")
+        base = (model.path, model.unet_prefix)
     return ControlNetHandle(str(path), prefix, layout, json.dumps(config, sort_keys=True), family.name, device,
-                            global_average_pooling=stem.endswith(("_shuffle", "_shuffle_fp16")))
+                            global_average_pooling=stem.endswith(("_shuffle", "_shuffle_fp16")), base=base)
 
 
 @dataclass(frozen=True, eq=False)
