@@ -7,14 +7,15 @@ from .core.conditioning import (ConditioningAverage, ConditioningCombine, Condit
                                 ConditioningSetMask, ConditioningSetTimestepRange, ConditioningZeroOut)
 from .core.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader, DiffControlNetLoader
 from .core.custom_sampling import (BasicGuider, BasicScheduler, CFGGuider, DisableNoise, ExponentialScheduler,
-                                   KarrasScheduler, KSamplerSelect, RandomNoise, SamplerCustom,
+                                   KarrasScheduler, KSamplerSelect, PerpNegGuider, RandomNoise, SamplerCustom,
                                    SamplerCustomAdvanced, SDTurboScheduler, SplitSigmas)
 from .core.gligen import GLIGENLoader, GLIGENTextBoxApply
 from .core.image import LoadImage, PreviewImage, SaveImage
 from .core.image_batch import ImageFlip, ImageFromBatch, ImageRotate, RepeatImageBatch
 from .core.image_filters import ImageBlend, ImageBlur, ImageSharpen
-from .core.image_ops import (EmptyImage, GetImageSize, ImageBatch, ImageCrop, ImageInvert, ImagePadForOutpaint,
-                             ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageToMask, MaskToImage)
+from .core.image_ops import (EmptyImage, GetImageSize, ImageBatch, ImageColorToMask, ImageCrop, ImageInvert,
+                             ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageToMask,
+                             MaskToImage)
 from .core.inpaint import InpaintModelConditioning
 from .core.ksampler import KSampler, KSamplerAdvanced
 from .core.latent import (EmptyLatentImage, LatentComposite, LatentFromBatch, LatentUpscale, LatentUpscaleBy,
@@ -69,5 +70,6 @@ ALL_NODES = [
     GLIGENLoader, GLIGENTextBoxApply, PolyexponentialScheduler, VPScheduler, BetaSamplingScheduler,
     AlignYourStepsScheduler, SplitSigmasDenoise, FlipSigmas, SetFirstSigma, LatentBlend, SamplerEulerAncestral,
     SamplerEulerAncestralCFGPP, SamplerLMS, SamplerDPMPP_2S_Ancestral, SamplerDPMPP_SDE, SamplerDPMPP_2M_SDE,
-    SamplerDPMPP_3M_SDE, SaveLatent, LoadLatent, DiffControlNetLoader,
+    SamplerDPMPP_3M_SDE, SaveLatent, LoadLatent, DiffControlNetLoader, PerpNegGuider,
+    ImageColorToMask,
 ]

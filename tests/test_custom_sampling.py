@@ -186,3 +186,41 @@ def test_sampler_nodes_with_their_defaults_are_the_named_samplers(node, inputs, 
     if "s_noise" in inputs and inputs["eta"] > 0:  # and the settings reach the sampler
         louder = decoded(session, custom({"class_type": node, "inputs": {**inputs, "s_noise": 1.5}}), "12")
         assert np.abs(louder - ours).max() > 5
+
+
+def test_perpendicular_cfg_keeps_only_the_negatives_perpendicular_part():
+    from nodes.sampling.guidance import perpendicular_cfg
+
+    empty = torch.zeros([1, 2, 1, 1])
+    pos = torch.tensor([1.0, 0.0]).reshape(1, 2, 1, 1)
+    along = torch.tensor([3.0, 0.0]).reshape(1, 2, 1, 1)  # parallel to pos: removed entirely
+    assert torch.allclose(perpendicular_cfg(pos, along, empty, 5.0, 1.0), 5.0 * pos)
+    across = torch.tensor([2.0, 4.0]).reshape(1, 2, 1, 1)  # only (0, 4) survives, scaled by neg_scale
+    assert torch.allclose(perpendicular_cfg(pos, across, empty, 5.0, 0.5),
+                          torch.tensor([5.0, -10.0]).reshape(1, 2, 1, 1))
+
+
+def test_perp_neg_guider_with_neg_scale_zero_is_cfg_against_the_empty_prompt(session):
+    import numpy as np
+
+    parts = base() | {
+        "8": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "10": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "11": {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "normal", "steps": 4,
+                                                          "denoise": 1.0}},
+        "13": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
+    }
+
+    def run(guider):
+        graph = parts | {"15": guider, "20": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["13", 0], "guider": ["15", 0], "sampler": ["10", 0], "sigmas": ["11", 0],
+            "latent_image": ["5", 0]}}}
+        return decoded(session, graph, "20")
+
+    perp = {"class_type": "PerpNegGuider", "inputs": {"model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+                                                      "empty_conditioning": ["8", 0], "cfg": 5.0, "neg_scale": 0.0}}
+    against_empty = run({"class_type": "CFGGuider", "inputs": {"model": ["4", 0], "positive": ["6", 0],
+                                                               "negative": ["8", 0], "cfg": 5.0}})
+    assert np.abs(run(perp) - against_empty).max() <= 1
+    perp["inputs"]["neg_scale"] = 2.0
+    assert np.abs(run(perp) - against_empty).max() > 5

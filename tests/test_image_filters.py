@@ -100,3 +100,13 @@ def test_get_image_size_feeds_other_nodes(tmp_path):
     assert result.status == "ok", result.errors
     with PILImage.open(result.files[0]) as image:
         assert image.size == (24, 40) and image.getpixel((0, 0)) == (0, 255, 0)
+
+
+def test_image_color_to_mask_matches_exact_8_bit_colours():
+    from nodes.core.image_ops import ImageColorToMask
+
+    pixels = torch.zeros([1, 2, 2, 3])
+    pixels[0, 0, 0] = torch.tensor([255, 128, 0]) / 255.0
+    pixels[0, 1, 1] = torch.tensor([255, 129, 0]) / 255.0
+    mask = ImageColorToMask(image=Image(pixels), color=0xFF8000).execute(None).MASK.mask
+    assert mask.tolist() == [[[1.0, 0.0], [0.0, 0.0]]]

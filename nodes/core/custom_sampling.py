@@ -38,6 +38,8 @@ class Guider(EdgeValue):
     positive: Conditioning
     negative: Conditioning | None
     cfg: float
+    empty: Conditioning | None = None  # PerpNegGuider's empty prompt
+    neg_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,26 @@ class CFGGuider(Node):
         return GuiderOut(Guider(self.model, self.positive, self.negative, self.cfg))
 
 
+class PerpNegGuider(Node):
+    """CFG whose negative only pushes perpendicular to the positive (Perp-Neg), measured from an
+    empty prompt."""
+
+    class_type = "PerpNegGuider"
+    display_name = "PerpNegGuider"
+    category = "_for_testing"
+
+    model: DiffusionModel = Link()
+    positive: Conditioning = Link()
+    negative: Conditioning = Link()
+    empty_conditioning: Conditioning = Link()
+    cfg: float = Widget(8.0, ge=0.0, le=100.0, step=0.1)
+    neg_scale: float = Widget(1.0, ge=0.0, le=100.0, step=0.01)
+
+    def execute(self, ctx) -> GuiderOut:
+        return GuiderOut(Guider(self.model, self.positive, self.negative, self.cfg, self.empty_conditioning,
+                                self.neg_scale))
+
+
 class BasicGuider(Node):
     """The conditioning alone, no CFG."""
 
@@ -232,13 +254,14 @@ def run_custom(ctx, guider: Guider, noise: Noise, sampler: Sampler, sigmas: Sigm
     samples = latent.samples
     batch_index = list(latent.batch_index) if latent.batch_index else None
     unit_noise = torch.zeros_like(samples) if noise.seed is None else initial_noise(samples.shape, noise.seed, batch_index)
-    with sampling_with_loras(ctx, guider.model, guider.positive, guider.negative) as model:
+    perp_neg = None if guider.empty is None else (list(guider.empty.entries), guider.neg_scale)
+    with sampling_with_loras(ctx, guider.model, guider.positive, guider.negative, guider.empty) as model:
         out, denoised = sample_sigmas(
             model, samples, sigmas.sigmas, unit_noise,
             positive=list(guider.positive.entries),
             negative=list(guider.negative.entries) if guider.negative is not None else [],
             seed=noise.seed or 0, cfg=guider.cfg, sampler_name=sampler.name, noise_mask=latent.noise_mask,
-            on_step=ctx.progress, sampler_options=dict(sampler.options))
+            on_step=ctx.progress, sampler_options=dict(sampler.options), perp_neg=perp_neg)
     return TwoLatents(Latent(out, latent.noise_mask, latent.batch_index),
                       Latent(denoised, latent.noise_mask, latent.batch_index))
 

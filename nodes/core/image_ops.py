@@ -186,6 +186,24 @@ class ImageToMask(Node):
         return MaskOut(Mask(self.image.pixels[:, :, :, CHANNELS.index(self.channel)]))
 
 
+class ImageColorToMask(Node):
+    """1 where the image's 8-bit colour is exactly `color` (0xRRGGBB), 0 elsewhere."""
+
+    class_type = "ImageColorToMask"
+    display_name = "ImageColorToMask"
+    category = "mask"
+
+    image: Image = Link()
+    color: int = Widget(0, ge=0, le=0xFFFFFF, step=1)
+
+    def execute(self, ctx) -> MaskOut:
+        import torch
+
+        levels = (torch.clamp(self.image.pixels, 0, 1.0) * 255.0).round().to(torch.int)
+        packed = (levels[..., 0] << 16) + (levels[..., 1] << 8) + levels[..., 2]
+        return MaskOut(Mask(torch.where(packed == self.color, 1.0, 0.0).float()))
+
+
 class MaskToImage(Node):
     class_type = "MaskToImage"
     display_name = "Convert Mask to Image"

@@ -203,13 +203,27 @@ def rescaled_cfg(cond: torch.Tensor, uncond: torch.Tensor, cfg: float, x: torch.
     return x - (x - (scaled - v_final * sigma / (sigma * sigma + 1.0) ** 0.5))
 
 
+def perpendicular_cfg(positive, negative, empty, cfg: float, neg_scale: float) -> torch.Tensor:
+    """PerpNegGuider: the negative's direction (from the empty prompt) with its component along
+    the positive's removed, as ComfyUI's perp_neg computes it (one dot product over the batch)."""
+    pos, neg = positive - empty, negative - empty
+    perp = neg - (torch.mul(neg, pos).sum() / (torch.norm(pos) ** 2)) * pos
+    return empty + cfg * (pos - perp * neg_scale)
+
+
 def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: list[CondEntry], cfg: float,
                  ms: DiscreteSampling, always_uncond: bool = False, rescale: float | None = None,
-                 pag_scale: float | None = None) -> Guided:
+                 pag_scale: float | None = None, perp_neg: tuple | None = None) -> Guided:
     """CFG over both sides; with cfg ≈ 1 the negative is skipped unless `always_uncond`.
     `rescale`: RescaleCFG's multiplier; `pag_scale`: PerturbedAttentionGuidance's scale (the
-    positive side is evaluated again with the middle block's self-attention perturbed)."""
-    given = [positive] if math.isclose(cfg, 1.0) and not always_uncond else [positive, negative]
+    positive side is evaluated again with the middle block's self-attention perturbed);
+    `perp_neg`: PerpNegGuider's (empty prompt entries, neg_scale), a third side always evaluated."""
+    if perp_neg is not None:
+        given = [positive, negative, perp_neg[0]]
+    elif math.isclose(cfg, 1.0) and not always_uncond:
+        given = [positive]
+    else:
+        given = [positive, negative]
     prepared: dict[tuple, list[list[CondEntry]]] = {}
     keep: dict[str, torch.Tensor] = {}
 
@@ -239,16 +253,19 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape[-2:])
         if shape not in prepared:
-            if len(given) == 2:
-                prepared[shape] = _with_same_areas(given, *shape)
-                _lend(*prepared[shape], "control", lambda e: e.control_apply_to_uncond)
-                _lend(*prepared[shape], "gligen", lambda e: True)
+            if len(given) > 1:
+                prepared[shape] = sides = _with_same_areas(given, *shape)
+                _lend(sides[0], sides[1], "control", lambda e: e.control_apply_to_uncond)
+                _lend(sides[0], sides[1], "gligen", lambda e: True)
             else:
                 prepared[shape] = [[_resolved(e, *shape) for e in side] for side in given]
         sides = prepared[shape]
         results = evaluate(sides, x, sigma)
         if len(results) == 1:
             guided = results[0]
+        elif perp_neg is not None:  # ComfyUI's PerpNegGuider takes no cfg function (RescaleCFG)
+            keep["uncond"] = results[1]
+            guided = perpendicular_cfg(*results, cfg, perp_neg[1])
         else:
             keep["uncond"] = results[1]
             if rescale is not None:
