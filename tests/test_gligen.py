@@ -89,3 +89,28 @@ def test_a_text_box_steers_a_workflow(tiny_models, tmp_path):
         return np.asarray(Image.open(result.files[0])).astype(int)
 
     assert np.abs(pixels(True) - pixels(False)).max() > 10
+
+
+def test_a_gligen_model_for_another_unet_is_refused_on_its_loader(tiny_models, tmp_path):
+    import pytest
+
+    from engine.errors import NodeExecutionError
+
+    graph = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sdxl.safetensors"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "a field", "clip": ["1", 1]}},
+        "4": {"class_type": "GLIGENLoader", "inputs": {"gligen_name": TINY}},
+        "5": {"class_type": "GLIGENTextBoxApply", "inputs": {"conditioning_to": ["2", 0], "clip": ["1", 1],
+                                                             "gligen_textbox_model": ["4", 0], "text": "a car",
+                                                             "width": 32, "height": 32, "x": 0, "y": 0}},
+        "6": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "7": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "seed": 1, "steps": 2, "cfg": 5.0,
+                                                   "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+                                                   "positive": ["5", 0], "negative": ["2", 0], "latent_image": ["6", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["7", 0], "vae": ["1", 2]}},
+        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
+    }
+    session = Session(settings=Settings(models_dir=tiny_models, output_dir=tmp_path, device="cpu"))
+    with pytest.raises(NodeExecutionError, match="is a GLIGEN model for a UNet") as refused:
+        session.execute(graph)
+    assert (refused.value.error.node_id, refused.value.error.input) == ("4", "gligen_name")

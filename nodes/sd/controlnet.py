@@ -214,9 +214,9 @@ def control_residuals(links: list[ControlLink], nets: dict, x_in, timesteps, con
     return out
 
 
-def conditioning_models(ctx, model, conditionings) -> dict:
+def conditioning_models(ctx, model, conditionings, unet=None) -> dict:
     """Every ControlNet, T2I-Adapter and GLIGEN model the conditionings carry, loaded, after
-    checking the first two fit the model."""
+    checking each fits the model (`unet`: the loaded UNet, which GLIGEN's fusers must match)."""
     handles, gligens = {}, {}
     for conditioning in conditionings:
         for entry in conditioning.entries if conditioning is not None else ():
@@ -224,14 +224,26 @@ def conditioning_models(ctx, model, conditionings) -> dict:
                 handles[link.net] = None
             if entry.gligen is not None:
                 gligens[entry.gligen[0]] = None
-    unet = json.loads(model.unet_config_json)
+    config = json.loads(model.unet_config_json)
     for net in handles:
-        problem = _misfit(net, unet, model)
+        problem = _misfit(net, config, model)
         if problem:
             error = ModelLoadError(f"{net.path} {problem}")
             error.model_key = net.cache_key  # reported on the loader that chose the file
             raise error
-    return {net: ctx.models.get(net) for net in [*handles, *gligens]}
+    loaded = {net: ctx.models.get(net) for net in [*handles, *gligens]}
+    if unet is not None:
+        from .gligen import transformer_blocks
+
+        widths = [block.attn1.query_dim for block in transformer_blocks(unet)]
+        for gligen in gligens:
+            fusers = [fuser.linear.weight.shape[0] for fuser in loaded[gligen]["fusers"]]
+            if fusers != widths:
+                error = ModelLoadError(f"{gligen.path} is a GLIGEN model for a UNet whose transformer blocks are "
+                                       f"{fusers} wide; {Path(model.path).name}'s are {widths}")
+                error.model_key = gligen.cache_key
+                raise error
+    return loaded
 
 
 def _misfit(net, unet: dict, model) -> str | None:

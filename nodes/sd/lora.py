@@ -262,7 +262,7 @@ def sampling_with_loras(ctx, handle, *conditionings):
     from .models import sampling_model
 
     unet = ctx.models.get(handle)
-    nets = conditioning_models(ctx, handle, conditionings)
+    nets = conditioning_models(ctx, handle, conditionings, unet)
     changes = matched(unet_key_map(unet), handle.loras) if handle.loras else []
     with ctx.models.modifying(handle) as change, patched(unet, changes, change):
         yield sampling_model(handle, unet, nets)
