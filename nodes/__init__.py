@@ -25,6 +25,7 @@ from .core.latent_ops import (LatentAdd, LatentBatch, LatentBatchSeedBehavior, L
                               LatentInterpolate, LatentMultiply, LatentRotate, LatentSubtract)
 from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, SolidMask,
                         ThresholdMask)
+from .core.model_merging import CLIPMergeSimple, ModelMergeSimple
 from .core.model_patches import (DifferentialDiffusion, FreeU, FreeU_V2, ModelSamplingDiscrete,
                                  PerturbedAttentionGuidance, RescaleCFG)
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
@@ -71,5 +72,5 @@ ALL_NODES = [
     AlignYourStepsScheduler, SplitSigmasDenoise, FlipSigmas, SetFirstSigma, LatentBlend, SamplerEulerAncestral,
     SamplerEulerAncestralCFGPP, SamplerLMS, SamplerDPMPP_2S_Ancestral, SamplerDPMPP_SDE, SamplerDPMPP_2M_SDE,
     SamplerDPMPP_3M_SDE, SaveLatent, LoadLatent, DiffControlNetLoader, PerpNegGuider,
-    ImageColorToMask,
+    ImageColorToMask, ModelMergeSimple, CLIPMergeSimple,
 ]

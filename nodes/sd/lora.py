@@ -222,35 +222,99 @@ def matched(key_map: dict[str, str], patches: tuple[LoraPatch, ...], text_encode
     return out
 
 
+@dataclass(frozen=True)
+class Merge:
+    """ModelMergeSimple as a patch: every weight becomes ratio·own + (1 − ratio)·the other
+    model's (with the other's own patches), as ComfyUI's key patches with strength_model do."""
+
+    other: Any  # the other model's module
+    other_changes: tuple
+    ratio: float
+
+    def source(self, name: str):
+        return patched_value(self.other, name, self.other_changes)
+
+
+def _steps(module, changes) -> dict[str, list]:
+    """Each parameter's patches in order, as functions of its float32 value."""
+    steps: dict[str, list] = {}
+    names = [name for name, _ in module.named_parameters()]
+    for name, adapter, strength in changes:
+        if isinstance(adapter, Merge):
+            for parameter in names:
+                steps.setdefault(parameter, []).append(
+                    lambda w, p=parameter, m=adapter: w * m.ratio + m.source(p).to(w.device) * (1.0 - m.ratio))
+            continue
+        steps.setdefault(f"{name}.weight", []).append(lambda w, a=adapter, s=strength: a.applied(w, s))
+        if "diff_b" in adapter.parts and module.get_submodule(name).bias is not None:
+            steps.setdefault(f"{name}.bias", []).append(
+                lambda w, a=adapter, s=strength: w + s * a.parts["diff_b"].float().to(w.device))
+    return steps
+
+
+def patched_value(module, name: str, changes):
+    """A parameter's value (float32) once the changes apply, the module left as it is."""
+    value = module.get_parameter(name).detach().float()
+    for step in _steps(module, changes).get(name, ()):
+        value = step(value)
+    return value
+
+
 @contextmanager
-def patched(module, changes: list[tuple[str, Adapter, float]], change=None):
-    """Apply the adapters for the block; afterwards the saved originals are copied back."""
+def patched(module, changes: list[tuple[str, Any, float]], change=None):
+    """Apply the adapters (and merges) for the block; afterwards the saved originals are copied
+    back. Each parameter goes through its patches in order on a float32 copy, as ComfyUI stacks
+    them, and is rounded once; one parameter at a time, so a merge never holds a second model."""
     import torch
 
-    saved: dict[tuple[str, str], torch.Tensor] = {}
+    saved: dict[str, torch.Tensor] = {}
     try:
         with torch.no_grad():
-            # each adapter in turn on a float32 copy, as ComfyUI stacks patches; one rounding
-            weights: dict[str, torch.Tensor] = {}
-            for name, adapter, strength in changes:
-                layer = module.get_submodule(name)
-                current = weights[name] if name in weights else layer.weight.float()
-                weights[name] = adapter.applied(current, strength)
-                if "diff_b" in adapter.parts and layer.bias is not None:
-                    saved.setdefault((name, "bias"), layer.bias.detach().clone())
-                    shift = strength * adapter.parts["diff_b"].float().to(layer.bias.device)
-                    layer.bias.copy_((layer.bias.float() + shift).to(layer.bias.dtype))
-            for name, weight in weights.items():
-                target = module.get_submodule(name).weight
-                saved.setdefault((name, "weight"), target.detach().clone())
-                target.copy_(weight.to(target.dtype))
+            for name, steps in _steps(module, changes).items():
+                target = module.get_parameter(name)
+                value = target.float()
+                for step in steps:
+                    value = step(value)
+                saved[name] = target.detach().clone()
+                target.copy_(value.to(target.dtype))
         yield module
     finally:
         with torch.no_grad():
-            for (name, attribute), original in saved.items():
-                getattr(module.get_submodule(name), attribute).copy_(original)
+            for name, original in saved.items():
+                module.get_parameter(name).copy_(original)
         if change is not None:
             change.undone()
+
+
+def tower_changes(ctx, model, spec, clip) -> list:
+    """A text tower's patches in order: LoRA layers, and merges with the same tower of the other
+    CLIP (CLIPMergeSimple) with that CLIP's own patches."""
+    from .models import MergePatch
+
+    changes = []
+    for patch in clip.loras:
+        if isinstance(patch, MergePatch):
+            tower = next(t for t in patch.other.towers if t.spec.name == spec.name)
+            other = ctx.models.get(tower)
+            changes.append(("", Merge(other, tuple(tower_changes(ctx, other, spec, patch.other)), patch.ratio), 1.0))
+        else:
+            changes += matched(clip_key_map(model, spec.name, clip.family_name), (patch,), text_encoder=True)
+    return changes
+
+
+def unet_changes(ctx, unet, patches) -> list:
+    """The model's patches in order: LoRA layers matched to its modules, and merges with the
+    other model (loaded beside it) and that model's own patches."""
+    from .models import MergePatch
+
+    changes = []
+    for patch in patches:
+        if isinstance(patch, MergePatch):
+            other = ctx.models.get(patch.other)
+            changes.append(("", Merge(other, tuple(unet_changes(ctx, other, patch.other.loras)), patch.ratio), 1.0))
+        else:
+            changes += matched(unet_key_map(unet), (patch,))
+    return changes
 
 
 @contextmanager
@@ -263,6 +327,6 @@ def sampling_with_loras(ctx, handle, *conditionings):
 
     unet = ctx.models.get(handle)
     nets = conditioning_models(ctx, handle, conditionings, unet)
-    changes = matched(unet_key_map(unet), handle.loras) if handle.loras else []
+    changes = unet_changes(ctx, unet, handle.loras)
     with ctx.models.modifying(handle) as change, patched(unet, changes, change):
         yield sampling_model(handle, unet, nets)

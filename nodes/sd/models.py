@@ -40,6 +40,15 @@ class LoraPatch:
 
 
 @dataclass(frozen=True)
+class MergePatch:
+    """ModelMergeSimple / CLIPMergeSimple: ratio of this model, 1 − ratio of `other` (a MODEL or
+    CLIP of the same shape)."""
+
+    other: Any  # DiffusionModel or TextEncoders
+    ratio: float
+
+
+@dataclass(frozen=True)
 class DiffusionModel(EdgeValue):
     """ComfyUI's MODEL: a UNet in a checkpoint (or a UNet-only file), its family and the
     LoRAs to patch in while sampling."""
@@ -52,7 +61,7 @@ class DiffusionModel(EdgeValue):
     prediction: str
     device: str
     zero_terminal_snr: bool = False
-    loras: tuple[LoraPatch, ...] = ()
+    loras: tuple[LoraPatch | MergePatch, ...] = ()  # in the order they apply
     weight_dtype: str = "default"  # UNETLoader's fp8 choices store the weights in that format
     layout: str = "ldm"  # or "diffusers": a UNet file already in diffusers' names
     cfg_rescale: float | None = None  # RescaleCFG's multiplier
@@ -123,7 +132,7 @@ class TextEncoders(EdgeValue):
     family_name: str
     towers: tuple["TextTower", ...]  # in the family's order (SDXL: CLIP-L, then bigG)
     layer: int | None = None  # CLIPSetLastLayer; None: the family's default
-    loras: tuple[LoraPatch, ...] = ()
+    loras: tuple[LoraPatch | MergePatch, ...] = ()  # in the order they apply
     embeddings_dirs: tuple[str, ...] = field(default=())
 
     @classmethod

@@ -22,7 +22,7 @@ def encode(ctx, clip: TextEncoders, texts: dict[str, str]):
     import torch
 
     from .clip_text import Embeddings, encode_rows, pack_rows, tokenize
-    from .lora import clip_key_map, matched, patched
+    from .lora import patched, tower_changes
 
     embeddings = Embeddings(clip.embeddings_dirs)
     packed, models = {}, {}
@@ -42,8 +42,7 @@ def encode(ctx, clip: TextEncoders, texts: dict[str, str]):
         layer = clip.layer if clip.layer is not None else spec.default_layer
         if layer is not None and -layer > model.config.num_hidden_layers:
             layer = None  # beyond the first layer: ComfyUI falls back to the last one
-        changes = matched(clip_key_map(model, spec.name, clip.family_name), clip.loras,
-                          text_encoder=True) if clip.loras else []
+        changes = tower_changes(ctx, model, spec, clip)
         with ctx.models.modifying(tower) as change, patched(model, changes, change):
             tokens, pooled = encode_rows(model, rows, layer=layer, final_norm_on_hidden=spec.final_norm_on_hidden,
                                          projected_pool=spec.projected_pool, pad_token=spec.pad_token)
