@@ -8,10 +8,9 @@ from engine import Link, Node, NodeOutput, Widget
 
 from ..sampling.conditioning import Conditioning
 from ..sd.clip_vision import ClipVision, ClipVisionOutput, encode_image
-from ..sd.loaders import CHECKPOINT_EXTENSIONS
+from ..sd.part_loaders import files_fingerprint, files_in, find_model_file
 from ..types import Image
 from .conditioning import ConditioningOut
-from .vae import model_files, model_path
 
 
 @dataclass(frozen=True)
@@ -24,10 +23,6 @@ class ClipVisionOutputOut(NodeOutput):
     CLIP_VISION_OUTPUT: ClipVisionOutput
 
 
-def _clip_vision_files(vctx) -> list[str]:
-    return model_files(vctx.settings, "clip_vision", CHECKPOINT_EXTENSIONS)
-
-
 class CLIPVisionLoader(Node):
     """A CLIP vision model from `<models>/clip_vision` (ViT-L, ViT-H or ViT-bigG)."""
 
@@ -36,15 +31,13 @@ class CLIPVisionLoader(Node):
     category = "loaders"
     loads_models = True
 
-    clip_name: str = Widget(choices=_clip_vision_files)
+    clip_name: str = Widget(choices=files_in(("clip_vision",)))
 
-    @classmethod
-    def fingerprint(cls, constants, settings):
-        return settings.file_sha256(settings.model_file("clip_vision", constants["clip_name"], "clip_name"))
+    fingerprint = files_fingerprint(("clip_vision",), "clip_name")
 
     def execute(self, ctx) -> ClipVisionOut:
-        return ClipVisionOut(ClipVision(str(model_path(ctx.settings, "clip_vision", self.clip_name, "clip_name")),
-                                        ctx.device))
+        path = find_model_file(ctx.settings, ("clip_vision",), self.clip_name, "clip_name")
+        return ClipVisionOut(ClipVision(str(path), ctx.device))
 
 
 class CLIPVisionEncode(Node):

@@ -11,7 +11,7 @@ from engine import Link, Node, NodeOutput, Widget
 from ..sampling.conditioning import Conditioning
 from ..sd.controlnet import ControlLink, ControlNetHandle, controlnet_handle
 from ..sd.models import DiffusionModel
-from ..sd.part_loaders import _files_in, _find, _fingerprint
+from ..sd.part_loaders import files_fingerprint, files_in, find_model_file
 from ..types import Image
 from .conditioning import ConditioningOut
 from .vae import VAE
@@ -38,12 +38,12 @@ class ControlNetLoader(Node):
     category = "loaders"
     loads_models = True
 
-    control_net_name: str = Widget(choices=_files_in(CONTROLNET_FOLDERS))
+    control_net_name: str = Widget(choices=files_in(CONTROLNET_FOLDERS))
 
-    fingerprint = _fingerprint(CONTROLNET_FOLDERS, "control_net_name")
+    fingerprint = files_fingerprint(CONTROLNET_FOLDERS, "control_net_name")
 
     def execute(self, ctx) -> ControlNetOut:
-        path = _find(ctx.settings, CONTROLNET_FOLDERS, self.control_net_name, "control_net_name")
+        path = find_model_file(ctx.settings, CONTROLNET_FOLDERS, self.control_net_name, "control_net_name")
         return ControlNetOut(controlnet_handle(path, ctx.device))
 
 
@@ -56,12 +56,12 @@ class DiffControlNetLoader(Node):
     loads_models = True
 
     model: DiffusionModel = Link()
-    control_net_name: str = Widget(choices=_files_in(CONTROLNET_FOLDERS))
+    control_net_name: str = Widget(choices=files_in(CONTROLNET_FOLDERS))
 
-    fingerprint = _fingerprint(CONTROLNET_FOLDERS, "control_net_name")
+    fingerprint = files_fingerprint(CONTROLNET_FOLDERS, "control_net_name")
 
     def execute(self, ctx) -> ControlNetOut:
-        path = _find(ctx.settings, CONTROLNET_FOLDERS, self.control_net_name, "control_net_name")
+        path = find_model_file(ctx.settings, CONTROLNET_FOLDERS, self.control_net_name, "control_net_name")
         return ControlNetOut(controlnet_handle(path, ctx.device, self.model))
 
 

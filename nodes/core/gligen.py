@@ -7,11 +7,10 @@ from engine import Link, Node, NodeOutput, Widget
 
 from ..sampling.conditioning import Conditioning
 from ..sd.gligen import Gligen
-from ..sd.loaders import CHECKPOINT_EXTENSIONS
 from ..sd.models import TextEncoders
+from ..sd.part_loaders import files_fingerprint, files_in, find_model_file
 from ..sd.text import encode
 from .conditioning import ConditioningOut
-from .vae import model_files, model_path
 
 MAX_RESOLUTION = 16384
 
@@ -19,10 +18,6 @@ MAX_RESOLUTION = 16384
 @dataclass(frozen=True)
 class GligenOut(NodeOutput):
     GLIGEN: Gligen
-
-
-def _gligen_files(vctx) -> list[str]:
-    return model_files(vctx.settings, "gligen", CHECKPOINT_EXTENSIONS)
 
 
 class GLIGENLoader(Node):
@@ -33,14 +28,13 @@ class GLIGENLoader(Node):
     category = "loaders"
     loads_models = True
 
-    gligen_name: str = Widget(choices=_gligen_files)
+    gligen_name: str = Widget(choices=files_in(("gligen",)))
 
-    @classmethod
-    def fingerprint(cls, constants, settings):
-        return settings.file_sha256(settings.model_file("gligen", constants["gligen_name"], "gligen_name"))
+    fingerprint = files_fingerprint(("gligen",), "gligen_name")
 
     def execute(self, ctx) -> GligenOut:
-        return GligenOut(Gligen(str(model_path(ctx.settings, "gligen", self.gligen_name, "gligen_name")), ctx.device))
+        path = find_model_file(ctx.settings, ("gligen",), self.gligen_name, "gligen_name")
+        return GligenOut(Gligen(str(path), ctx.device))
 
 
 class GLIGENTextBoxApply(Node):

@@ -29,13 +29,13 @@ CLIP_TYPES = ("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "moch
 DUAL_CLIP_TYPES = ("sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image")
 
 
-def _files_in(folders):
+def files_in(folders):
     def choices(vctx) -> list[str]:
         return sorted({name for folder in folders for name in model_files(vctx.settings, folder, CHECKPOINT_EXTENSIONS)})
     return choices
 
 
-def _find(settings, folders, name: str, what: str):
+def find_model_file(settings, folders, name: str, what: str):
     for folder in folders:
         try:
             return settings.model_file(folder, name, what)
@@ -44,9 +44,9 @@ def _find(settings, folders, name: str, what: str):
     raise ModelLoadError(f"{what} {name!r}: no such file in {' or '.join(str(settings.models_dir / f) for f in folders)}")
 
 
-def _fingerprint(folders, *inputs):
+def files_fingerprint(folders, *inputs):
     def fingerprint(cls, constants, settings):
-        return [settings.file_sha256(_find(settings, folders, constants[i], i)) for i in inputs]
+        return [settings.file_sha256(find_model_file(settings, folders, constants[i], i)) for i in inputs]
     return classmethod(fingerprint)
 
 
@@ -121,13 +121,13 @@ class UNETLoader(Node):
     category = "advanced/loaders"
     loads_models = True
 
-    unet_name: str = Widget(choices=_files_in(UNET_FOLDERS))
+    unet_name: str = Widget(choices=files_in(UNET_FOLDERS))
     weight_dtype: Literal[WEIGHT_DTYPES] = Widget("default")  # type: ignore[valid-type]
 
-    fingerprint = _fingerprint(UNET_FOLDERS, "unet_name")
+    fingerprint = files_fingerprint(UNET_FOLDERS, "unet_name")
 
     def execute(self, ctx) -> ModelOut:
-        path = _find(ctx.settings, UNET_FOLDERS, self.unet_name, "unet_name")
+        path = find_model_file(ctx.settings, UNET_FOLDERS, self.unet_name, "unet_name")
         return ModelOut(unet_handle(path, ctx.device, self.weight_dtype))
 
 
@@ -173,15 +173,15 @@ class CLIPLoader(Node):
     category = "advanced/loaders"
     loads_models = True
 
-    clip_name: str = Widget(choices=_files_in(TEXT_ENCODER_FOLDERS))
+    clip_name: str = Widget(choices=files_in(TEXT_ENCODER_FOLDERS))
     type: Literal[CLIP_TYPES] = Widget("stable_diffusion", check=_type_problem(("stable_diffusion",)))  # type: ignore[valid-type]
     device: Literal["default", "cpu"] = Widget("default", optional=True)
 
-    fingerprint = _fingerprint(TEXT_ENCODER_FOLDERS, "clip_name")
+    fingerprint = files_fingerprint(TEXT_ENCODER_FOLDERS, "clip_name")
 
     def execute(self, ctx) -> ClipOut:
         device = "cpu" if self.device == "cpu" else ctx.device
-        tower = text_tower(_find(ctx.settings, TEXT_ENCODER_FOLDERS, self.clip_name, "clip_name"), device,
+        tower = text_tower(find_model_file(ctx.settings, TEXT_ENCODER_FOLDERS, self.clip_name, "clip_name"), device,
                            {"l": CLIP_L_SD1, "h": CLIP_H_SD2, "g": CLIP_G_REFINER})
         family = {"l": SD1, "h": SD2, "g": SDXL_REFINER}[tower.spec.name]
         return ClipOut(TextEncoders(family.name, (tower,), embeddings_dirs=_embeddings(ctx)))
@@ -195,17 +195,17 @@ class DualCLIPLoader(Node):
     category = "advanced/loaders"
     loads_models = True
 
-    clip_name1: str = Widget(choices=_files_in(TEXT_ENCODER_FOLDERS))
-    clip_name2: str = Widget(choices=_files_in(TEXT_ENCODER_FOLDERS))
+    clip_name1: str = Widget(choices=files_in(TEXT_ENCODER_FOLDERS))
+    clip_name2: str = Widget(choices=files_in(TEXT_ENCODER_FOLDERS))
     type: Literal[DUAL_CLIP_TYPES] = Widget("sdxl", check=_type_problem(("sdxl",)))  # type: ignore[valid-type]
     device: Literal["default", "cpu"] = Widget("default", optional=True)
 
-    fingerprint = _fingerprint(TEXT_ENCODER_FOLDERS, "clip_name1", "clip_name2")
+    fingerprint = files_fingerprint(TEXT_ENCODER_FOLDERS, "clip_name1", "clip_name2")
 
     def execute(self, ctx) -> ClipOut:
         device = "cpu" if self.device == "cpu" else ctx.device
         role = {"l": CLIP_L_SDXL, "g": CLIP_G_SDXL}
-        towers = [text_tower(_find(ctx.settings, TEXT_ENCODER_FOLDERS, name, f"clip_name{i}"), device, role)
+        towers = [text_tower(find_model_file(ctx.settings, TEXT_ENCODER_FOLDERS, name, f"clip_name{i}"), device, role)
                   for i, name in ((1, self.clip_name1), (2, self.clip_name2))]
         if {t.spec.name for t in towers} != {"l", "g"}:
             raise ModelLoadError("sdxl needs one CLIP-L and one CLIP-G file; got "
