@@ -26,7 +26,7 @@ from .core.latent_ops import (LatentAdd, LatentBatch, LatentBatchSeedBehavior, L
 from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, SolidMask,
                         ThresholdMask)
 from .core.model_merging import CLIPMergeSimple, ModelMergeSimple
-from .core.model_patches import (DifferentialDiffusion, FreeU, FreeU_V2, ModelSamplingDiscrete,
+from .core.model_patches import (DifferentialDiffusion, FreeU, FreeU_V2, HypernetworkLoader, ModelSamplingDiscrete,
                                  PerturbedAttentionGuidance, RescaleCFG)
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
                               PrimitiveStringMultiline)
@@ -63,7 +63,8 @@ ALL_NODES = [
     RandomNoise, DisableNoise, CFGGuider, BasicGuider, SamplerCustom, SamplerCustomAdvanced,
     UNETLoader, CLIPLoader, DualCLIPLoader, UpscaleModelLoader, ImageUpscaleWithModel,
     ControlNetLoader, ControlNetApplyAdvanced, ControlNetApply, Canny, VAEDecodeTiled, VAEEncodeTiled,
-    ModelSamplingDiscrete, RescaleCFG, PerturbedAttentionGuidance, ImageBlend, ImageBlur, ImageSharpen, ImageCompositeMasked,
+    ModelSamplingDiscrete, RescaleCFG, PerturbedAttentionGuidance, ImageBlend, ImageBlur, ImageSharpen,
+    ImageCompositeMasked,
     LatentCompositeMasked, EmptyImage, GetImageSize, InpaintModelConditioning, ConditioningSetAreaStrength,
     RepeatImageBatch, ImageFromBatch, ImageFlip, ImageRotate, LatentAdd, LatentSubtract, LatentMultiply,
     LatentInterpolate, LatentBatch, LatentBatchSeedBehavior, LatentFlip, LatentRotate, LatentCrop,
@@ -72,5 +73,5 @@ ALL_NODES = [
     AlignYourStepsScheduler, SplitSigmasDenoise, FlipSigmas, SetFirstSigma, LatentBlend, SamplerEulerAncestral,
     SamplerEulerAncestralCFGPP, SamplerLMS, SamplerDPMPP_2S_Ancestral, SamplerDPMPP_SDE, SamplerDPMPP_2M_SDE,
     SamplerDPMPP_3M_SDE, SaveLatent, LoadLatent, DiffControlNetLoader, PerpNegGuider,
-    ImageColorToMask, ModelMergeSimple, CLIPMergeSimple,
+    ImageColorToMask, ModelMergeSimple, CLIPMergeSimple, HypernetworkLoader,
 ]

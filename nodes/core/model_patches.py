@@ -1,6 +1,6 @@
 """Nodes that change how a MODEL samples without touching its weights: ModelSamplingDiscrete
 (the prediction type and zero-terminal-SNR schedule), RescaleCFG, PerturbedAttentionGuidance,
-DifferentialDiffusion, FreeU and FreeU_V2. They return a new handle;
+DifferentialDiffusion, FreeU, FreeU_V2 and HypernetworkLoader. They return a new handle;
 the UNet loaded for it is the same."""
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from engine import Link, Node, Widget
 
 from ..sd.loaders import ModelOut
 from ..sd.freeu import FreeU as FreeUSettings
+from ..sd.hypernetwork import Hypernetwork
 from ..sd.models import DiffusionModel
+from ..sd.part_loaders import files_fingerprint, files_in, find_model_file
 
 PREDICTIONS = {"eps": "eps", "v_prediction": "v", "lcm": "lcm", "x0": "x0", "img_to_img": "img_to_img"}
 
@@ -102,3 +104,25 @@ class FreeU_V2(FreeU):  # noqa: N801 - ComfyUI's node name
     s1: float = Widget(0.9, ge=0.0, le=10.0, step=0.01)
     s2: float = Widget(0.2, ge=0.0, le=10.0, step=0.01)
     generation = 2
+
+
+class HypernetworkLoader(Node):
+    """An A1111 hypernetwork from `<models>/hypernetworks`, applied to the model's attentions."""
+
+    class_type = "HypernetworkLoader"
+    display_name = "HypernetworkLoader"
+    category = "loaders"
+    loads_models = True
+
+    model: DiffusionModel = Link()
+    hypernetwork_name: str = Widget(choices=files_in(("hypernetworks",)))
+    strength: float = Widget(1.0, ge=-10.0, le=10.0, step=0.01)
+
+    fingerprint = files_fingerprint(("hypernetworks",), "hypernetwork_name")
+
+    def execute(self, ctx) -> ModelOut:
+        path = find_model_file(ctx.settings, ("hypernetworks",), self.hypernetwork_name, "hypernetwork_name")
+        network = Hypernetwork(str(path), ctx.device)
+        ctx.models.get(network)  # a file that is no hypernetwork fails here, naming this node
+        chained = self.model.hypernetworks + ((network, self.strength),)
+        return ModelOut(dataclasses.replace(self.model, hypernetworks=chained))

@@ -65,7 +65,8 @@ class ControlNetHandle(EdgeValue):
             if self.layout == "ldm":
                 converted = convert_controlnet_checkpoint({LDM_PREFIX + k: v for k, v in state.items()}, self.config)
                 # diffusers' table has no SDXL size embedding for ControlNets
-                for ldm, ours in (("label_emb.0.0", "add_embedding.linear_1"), ("label_emb.0.2", "add_embedding.linear_2")):
+                size_embedding = (("label_emb.0.0", "add_embedding.linear_1"), ("label_emb.0.2", "add_embedding.linear_2"))
+                for ldm, ours in size_embedding:
                     for kind in ("weight", "bias"):
                         if f"{ldm}.{kind}" in state:
                             converted[f"{ours}.{kind}"] = state[f"{ldm}.{kind}"]

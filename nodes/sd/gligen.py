@@ -76,7 +76,8 @@ def grounding(boxes: tuple, latent_height: int, latent_width: int, batch: int, k
     masks = torch.zeros([MAX_OBJECTS])
     texts = torch.zeros([MAX_OBJECTS, key_dim])
     for i, (pooled, h, w, y, x) in enumerate(boxes[:MAX_OBJECTS]):
-        corners[i] = torch.tensor((x / latent_width, y / latent_height, (x + w) / latent_width, (y + h) / latent_height))
+        corners[i] = torch.tensor((x / latent_width, y / latent_height,
+                                   (x + w) / latent_width, (y + h) / latent_height))
         masks[i] = 1.0
         texts[i] = pooled.reshape(-1)
     return {"boxes": corners[None].repeat(batch, 1, 1).to(device), "masks": masks[None].repeat(batch, 1).to(device),

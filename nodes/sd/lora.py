@@ -327,6 +327,7 @@ def sampling_with_loras(ctx, handle, *conditionings):
 
     unet = ctx.models.get(handle)
     nets = conditioning_models(ctx, handle, conditionings, unet)
+    nets |= {network: ctx.models.get(network) for network, _ in handle.hypernetworks}
     changes = unet_changes(ctx, unet, handle.loras)
     with ctx.models.modifying(handle) as change, patched(unet, changes, change):
         yield sampling_model(handle, unet, nets)

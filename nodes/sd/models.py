@@ -68,6 +68,7 @@ class DiffusionModel(EdgeValue):
     pag_scale: float | None = None  # PerturbedAttentionGuidance's scale
     differential_diffusion: float | None = None  # DifferentialDiffusion's strength
     freeu: Any = None  # FreeU / FreeU_V2 settings (sd.freeu.FreeU)
+    hypernetworks: tuple = ()  # (Hypernetwork handle, strength), in the order they apply
 
     @property
     def family(self) -> Family:
@@ -210,6 +211,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
     from .controlnet import control_residuals
     from .freeu import freeu_applied
     from .gligen import fusers_lent, grounding
+    from .hypernetwork import hypernetworks_applied
     from .t2i_adapter import adding_to_input_blocks
 
     family, dtype, device = handle.family, unet.dtype, handle.device
@@ -236,6 +238,9 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
                 patches.enter_context(middle_self_attention_as_values(unet))
             if handle.freeu is not None:
                 patches.enter_context(freeu_applied(unet, handle.freeu))
+            if handle.hypernetworks:
+                networks = [(side_models[network], strength) for network, strength in handle.hypernetworks]
+                patches.enter_context(hypernetworks_applied(unet, networks))
             if added_by_hooks is not None:
                 patches.enter_context(adding_to_input_blocks(unet, *added_by_hooks))
             if entries[0].gligen is not None:  # a GLIGEN entry runs in a batch of its own
