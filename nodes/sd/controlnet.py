@@ -100,7 +100,7 @@ def controlnet_handle(path, device: str, model=None):
         view, layout = file, "ldm"
         prefix = LDM_PREFIX if f"{LDM_PREFIX}zero_convs.0.0.weight" in names else ""
         if f"{prefix}zero_convs.0.0.weight" not in names and is_t2i_adapter(names):
-            return t2i_adapter_handle(path, device)
+            return t2i_adapter_handle(path, device, file)
         if f"{prefix}zero_convs.0.0.weight" not in names or f"{prefix}input_hint_block.0.weight" not in names:
             raise ModelLoadError(f"{Path(path).name} is not a ControlNet or T2I-Adapter run-graph knows: it has "
                                  "no zero convolutions and hint encoder (input_hint_block, zero_convs) nor an "

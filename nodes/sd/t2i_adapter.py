@@ -90,9 +90,10 @@ def is_t2i_adapter(names) -> bool:
                                     "adapter.body.0.in_conv.weight")) or not names
 
 
-def t2i_adapter_handle(path, device: str) -> T2IAdapterHandle:
-    """What kind of adapter a file holds, read off its names and shapes as ComfyUI tells them."""
-    file = CheckpointFile(path)
+def t2i_adapter_handle(path, device: str, file: CheckpointFile | None = None) -> T2IAdapterHandle:
+    """What kind of adapter a file holds, read off its names and shapes as ComfyUI tells them
+    (`file`: the file already opened, so a pickle is not read again)."""
+    file = file or CheckpointFile(path)
     shapes = file.shapes or {k: tuple(v.shape) for k, v in _state(file).items()}
     original = not any(k.startswith("adapter.") for k in shapes)
     names = shapes if original else {k[len("adapter."):]: v for k, v in shapes.items()}
