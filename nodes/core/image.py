@@ -112,12 +112,15 @@ def input_images(vctx) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def _image_exists(name: str, vctx) -> str | None:
-    try:
-        vctx.settings.input_file(name, "image")
-    except (UnsafePathError, FileNotFoundError) as exc:
-        return str(exc)
-    return None
+def in_input_folder(input_name: str):
+    """A widget check: the value names a file inside the input folder (the problem, or None)."""
+    def check(name: str, vctx) -> str | None:
+        try:
+            vctx.settings.input_file(name, input_name)
+        except (UnsafePathError, FileNotFoundError) as exc:
+            return str(exc)
+        return None
+    return check
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,7 @@ class LoadImage(Node):
     display_name = "Load Image"
     category = "image"
 
-    image: str = Widget(check=_image_exists, ui={"image_upload": True}, ui_choices=input_images)
+    image: str = Widget(check=in_input_folder("image"), ui={"image_upload": True}, ui_choices=input_images)
 
     @classmethod
     def fingerprint(cls, constants, settings):

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from engine import Link, Node, SavedFiles, Widget
 from engine.atomic import next_number, numbered
-from engine.settings import UnsafePathError
 
 from ..types import Latent
-from .image import _prefix_stays_inside
+from .image import _prefix_stays_inside, in_input_folder
 from .latent import LatentOut
 
 # Files without the marker are older: their latents were stored multiplied by SD's scale factor
@@ -53,14 +52,6 @@ def input_latents(vctx) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name.endswith(".latent"))
 
 
-def _latent_exists(name: str, vctx) -> str | None:
-    try:
-        vctx.settings.input_file(name, "latent")
-    except (UnsafePathError, FileNotFoundError) as exc:
-        return str(exc)
-    return None
-
-
 class LoadLatent(Node):
     """Load a `.latent` file from the input folder."""
 
@@ -68,7 +59,7 @@ class LoadLatent(Node):
     display_name = "LoadLatent"
     category = "_for_testing"
 
-    latent: str = Widget(check=_latent_exists, ui_choices=input_latents)
+    latent: str = Widget(check=in_input_folder("latent"), ui_choices=input_latents)
 
     @classmethod
     def fingerprint(cls, constants, settings):

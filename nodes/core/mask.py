@@ -6,7 +6,7 @@ from typing import Literal
 from engine import Link, Node, Widget
 
 from ..types import Mask
-from .image import _image_exists, input_images
+from .image import in_input_folder, input_images
 from .image_ops import MaskOut
 
 MAX_RESOLUTION = 16384
@@ -23,7 +23,7 @@ class LoadImageMask(Node):
     display_name = "Load Image (as Mask)"
     category = "mask"
 
-    image: str = Widget(check=_image_exists, ui={"image_upload": True}, ui_choices=input_images)
+    image: str = Widget(check=in_input_folder("image"), ui={"image_upload": True}, ui_choices=input_images)
     channel: Literal["alpha", "red", "green", "blue"] = Widget("alpha")
 
     @classmethod
