@@ -119,3 +119,26 @@ def test_a_file_that_is_no_hypernetwork_is_refused_on_its_loader(tiny_models, tm
     with pytest.raises(NodeExecutionError, match="is not a hypernetwork") as refused:
         session.execute(graph)
     assert refused.value.error.node_type == "HypernetworkLoader"
+
+
+def test_pag_still_perturbs_the_middle_attention_of_a_model_with_a_hypernetwork(tiny_models, tmp_path):
+    """The hypernetworks' processors are set once around sampling; a PAG call then replaces the
+    middle block's self-attentions on top of them and puts them back."""
+    from dataclasses import replace
+
+    from nodes.sd.models import ValuesOnly, middle_self_attention_as_values, model_patches_applied
+
+    from .test_sd_models import _handle
+
+    _write(tmp_path / "net.pt", widths=(32, 64))
+    network = Hypernetwork(str(tmp_path / "net.pt"), "cpu")
+    handle = replace(_handle(tiny_models / "checkpoints" / "tiny_sd15.safetensors"),
+                     hypernetworks=((network, 1.0),))
+    unet = handle.load()
+    middle = [b.attn1 for a in unet.mid_block.attentions for b in a.transformer_blocks]
+    with model_patches_applied(handle, unet, {network: network.load()}):
+        assert all(isinstance(layer.processor, HypernetworkAttention) for layer in middle)
+        with middle_self_attention_as_values(unet):
+            assert all(isinstance(layer.processor, ValuesOnly) for layer in middle)
+        assert all(isinstance(layer.processor, HypernetworkAttention) for layer in middle)
+    assert not any(isinstance(layer.processor, HypernetworkAttention) for layer in middle)

@@ -320,14 +320,16 @@ def unet_changes(ctx, unet, patches) -> list:
 @contextmanager
 def sampling_with_loras(ctx, handle, *conditionings):
     """The model as the sampler sees it, its LoRAs patched in for the block (and undone after,
-    with the store told: an interrupted restore leaves the model marked for reloading), with the
-    ControlNets, adapters and GLIGEN models the conditionings carry loaded beside it."""
+    with the store told: an interrupted restore leaves the model marked for reloading), its FreeU
+    and hypernetworks applied, with the ControlNets, adapters and GLIGEN models the
+    conditionings carry loaded beside it."""
     from .controlnet import conditioning_models
-    from .models import sampling_model
+    from .models import model_patches_applied, sampling_model
 
     unet = ctx.models.get(handle)
     nets = conditioning_models(ctx, handle, conditionings, unet)
     nets |= {network: ctx.models.get(network) for network, _ in handle.hypernetworks}
     changes = unet_changes(ctx, unet, handle.loras)
-    with ctx.models.modifying(handle) as change, patched(unet, changes, change):
+    with ctx.models.modifying(handle) as change, patched(unet, changes, change), \
+            model_patches_applied(handle, unet, nets):
         yield sampling_model(handle, unet, nets)

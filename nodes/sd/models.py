@@ -209,9 +209,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
 
     from ..sampling.ksampler import SamplingModel
     from .controlnet import control_residuals
-    from .freeu import freeu_applied
     from .gligen import fusers_lent, grounding
-    from .hypernetwork import hypernetworks_applied
     from .t2i_adapter import adding_to_input_blocks
 
     family, dtype, device = handle.family, unet.dtype, handle.device
@@ -228,7 +226,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
                                     unet.config)
             if out.skips is not None:
                 unet_kwargs = {"down_block_additional_residuals": [d.to(dtype) for d in out.skips],
-                             "mid_block_additional_residual": out.middle.to(dtype)}
+                               "mid_block_additional_residual": out.middle.to(dtype)}
             if out.blocks:
                 added_by_hooks = (out.blocks, None if out.skips is not None else out.middle)
         if concat is not None:
@@ -236,11 +234,6 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
         with ExitStack() as patches:
             if perturbed:
                 patches.enter_context(middle_self_attention_as_values(unet))
-            if handle.freeu is not None:
-                patches.enter_context(freeu_applied(unet, handle.freeu))
-            if handle.hypernetworks:
-                networks = [(side_models[network], strength) for network, strength in handle.hypernetworks]
-                patches.enter_context(hypernetworks_applied(unet, networks))
             if added_by_hooks is not None:
                 patches.enter_context(adding_to_input_blocks(unet, *added_by_hooks))
             if entries[0].gligen is not None:  # a GLIGEN entry runs in a batch of its own
@@ -266,6 +259,23 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
                          cfg_rescale=handle.cfg_rescale, pag_scale=handle.pag_scale,
                          differential_diffusion=handle.differential_diffusion,
                          prepare=with_image_pooled if family.size_conditioning else None)
+
+
+@contextmanager
+def model_patches_applied(handle: DiffusionModel, unet, side_models: dict):
+    """The model's own changes that hold for the whole sampling run, made once around it rather
+    than on every UNet call: FreeU's decoder hooks and the hypernetworks' attention processors
+    (calls that perturb or ground attention then patch on top of them and put them back)."""
+    from .freeu import freeu_applied
+    from .hypernetwork import hypernetworks_applied
+
+    with ExitStack() as patches:
+        if handle.freeu is not None:
+            patches.enter_context(freeu_applied(unet, handle.freeu))
+        if handle.hypernetworks:
+            networks = [(side_models[network], strength) for network, strength in handle.hypernetworks]
+            patches.enter_context(hypernetworks_applied(unet, networks))
+        yield
 
 
 class ValuesOnly:
