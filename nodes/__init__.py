@@ -37,6 +37,7 @@ from .core.schedulers import (AlignYourStepsScheduler, BetaSamplingScheduler, Fl
 from .core.upscale_model import ImageUpscaleWithModel, UpscaleModelLoader
 from .core.vae import VAEDecode, VAEEncode, VAEEncodeForInpaint, VAELoader
 from .core.vae_tiled import VAEDecodeTiled, VAEEncodeTiled
+from .kolors.chatglm_file import LoadChatGLM3
 from .kolors.loaders import DownloadAndLoadChatGLM3, DownloadAndLoadKolorsModel
 from .kolors.lora import KolorsLoraLoaderModelOnly, LoadKolorsLoRA
 from .kolors.sampler import KolorsSampler
@@ -50,7 +51,7 @@ ALL_NODES = [
     EmptyLatentImage, LoadImage, PreviewImage, SaveImage, VAEDecode, VAEEncode, VAELoader,
     PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString, PrimitiveStringMultiline,
     DownloadAndLoadChatGLM3, DownloadAndLoadKolorsModel, KolorsSampler, KolorsTextEncode, LoadKolorsLoRA,
-    KolorsLoraLoaderModelOnly,
+    KolorsLoraLoaderModelOnly, LoadChatGLM3,
     CheckpointLoaderSimple, CheckpointLoader, CLIPSetLastLayer, CLIPTextEncode, CLIPTextEncodeSDXL,
     CLIPTextEncodeSDXLRefiner, KSampler, KSamplerAdvanced, ConditioningCombine, ConditioningConcat,
     ConditioningAverage, ConditioningZeroOut, ConditioningSetArea, ConditioningSetAreaPercentage,

@@ -38,16 +38,19 @@ def test_quantized_linear_is_close_and_exact_on_representable_weights():
     linear = nn.Linear(64, 16, bias=True)
     x = torch.randn(3, 64)
     for bits, tolerance in ((8, 0.02), (4, 0.35)):
-        q = QuantizedLinear(linear, bits)
-        assert q.weight_q.dtype == (torch.int8 if bits == 8 else torch.uint8)
-        assert q.weight_q.numel() == 64 * 16 // (1 if bits == 8 else 2)
+        q = QuantizedLinear.of(linear, bits)
+        assert q.weight.dtype == torch.int8 and q.weight_scale.shape == (16,)
+        assert q.weight.numel() == 64 * 16 // (1 if bits == 8 else 2)
         rel = (q(x) - linear(x)).norm() / linear(x).norm()
         assert rel < tolerance, (bits, rel)
     # Weights that are exact multiples of the row scale survive 4-bit packing bit for bit.
     exact = nn.Linear(4, 2, bias=False)
     with torch.no_grad():
         exact.weight.copy_(torch.tensor([[-7.0, 3.0, 0.0, 7.0], [1.0, -2.0, 6.0, -7.0]]))
-    assert torch.equal(QuantizedLinear(exact, 4).dequantized(torch.float32), exact.weight)
+    packed = QuantizedLinear.of(exact, 4)
+    assert torch.equal(packed.dequantized(torch.float32), exact.weight)
+    # ChatGLM's packing (compress_int4_weight): the even column in the high nibble. -7 = 0x9, 3 = 0x3.
+    assert packed.weight.view(torch.uint8)[0].tolist() == [0x93, 0x07]
 
 
 def test_quantized_text_encoder_runs_and_stays_close(tiny_models, tmp_path):

@@ -33,7 +33,7 @@ def _hint(repo_id: str, folder: Path, expected: str) -> str:
             f"(or $RUN_GRAPH_MODELS_DIR) at a ComfyUI models folder that has them")
 
 
-def _downloads_off() -> bool:
+def downloads_off() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
 
 
@@ -46,7 +46,7 @@ def check_model_folder(vctx, folder: Path, repo_id: str, expected: str, check) -
         except ModelLoadError as exc:
             return [(None, str(exc))]
         return []
-    if _downloads_off():
+    if downloads_off():
         return [(None, f"model folder {folder} is missing, and downloads from the hub repo {repo_id} are off "
                        f"(HF_HUB_OFFLINE); {_hint(repo_id, folder, expected)}")]
     vctx.warn(f"model folder {folder} is missing: it will be downloaded from the hub repo {repo_id} when the "
@@ -54,10 +54,10 @@ def check_model_folder(vctx, folder: Path, repo_id: str, expected: str, check) -
     return []
 
 
-def _download_or_explain(repo_id: str, folder: Path, expected: str, patterns: dict) -> None:
+def download_or_explain(repo_id: str, folder: Path, expected: str, patterns: dict) -> None:
     """Fetch the wrapper's file set from the hub; offline, say what to put where."""
     hint = _hint(repo_id, folder, expected)
-    if _downloads_off():
+    if downloads_off():
         raise ModelLoadError(f"model folder {folder} is missing and downloads are off (HF_HUB_OFFLINE); {hint}")
     try:
         from huggingface_hub import snapshot_download
@@ -153,7 +153,7 @@ class DownloadAndLoadKolorsModel(Node):
     def execute(self, ctx) -> KolorsModelOut:
         folder = kolors_folder(ctx.settings.models_dir, self.model)
         if not (folder / "unet").is_dir():
-            _download_or_explain(self.model, folder, UNET_EXPECTED, UNET_DOWNLOAD)
+            download_or_explain(self.model, folder, UNET_EXPECTED, UNET_DOWNLOAD)
         check_unet_folder(folder)
         return KolorsModelOut(KolorsModel(str(folder), self.precision, ctx.device, compile=ctx.settings.compile))
 
@@ -182,6 +182,6 @@ class DownloadAndLoadChatGLM3(Node):
         root = kolors_folder(ctx.settings.models_dir, KOLORS_REPO)
         folder = root / "text_encoder"
         if not folder.is_dir():
-            _download_or_explain(KOLORS_REPO, root, TEXT_ENCODER_EXPECTED, TEXT_ENCODER_DOWNLOAD)
+            download_or_explain(KOLORS_REPO, root, TEXT_ENCODER_EXPECTED, TEXT_ENCODER_DOWNLOAD)
         check_text_encoder_folder(folder)
         return ChatGLM3Out(ChatGLM3(str(folder), self.precision, ctx.device))

@@ -76,39 +76,56 @@ class KolorsModel(EdgeValue):
 
 @dataclass(frozen=True)
 class ChatGLM3(EdgeValue):
-    """The ChatGLM3 text encoder + tokenizer folder, and how to hold its weights."""
+    """ChatGLM3 text encoder + tokenizer: a folder in the transformers layout (the Kolors repo's
+    text_encoder), or a single `checkpoint` file with the tokenizer in `folder`; and how to hold
+    its weights."""
 
     comfy_type = "CHATGLM3MODEL"
     folder: str
     precision: str  # fp16 | quant8 | quant4
     device: str
+    checkpoint: str = ""
+    stored_quantized: bool = False  # the checkpoint holds int8 / packed int4 weights already
 
     @property
     def cache_key(self):
-        return ("chatglm3", self.folder, self.precision, self.device)
+        return ("chatglm3", self.folder, self.precision, self.device) + ((self.checkpoint,) if self.checkpoint else ())
 
     def estimated_bytes(self) -> int:
-        stored = sum(f.stat().st_size for pattern in ("*.bin", "*.safetensors") for f in Path(self.folder).glob(pattern))
-        if self.precision != "fp16":  # nearly all weights are quantized Linears
-            return stored * (8 if self.precision == "quant8" else 4) // 16
         import torch
 
+        if self.checkpoint:
+            stored = Path(self.checkpoint).stat().st_size
+        else:
+            stored = sum(f.stat().st_size for pattern in ("*.bin", "*.safetensors")
+                         for f in Path(self.folder).glob(pattern))
+        if self.stored_quantized:
+            return stored
+        if self.precision != "fp16":  # nearly all weights are quantized Linears
+            return stored * (8 if self.precision == "quant8" else 4) // 16
         return stored * torch.finfo(compute_dtype("fp16", self.device)).bits // 16
 
     def load(self) -> tuple[Any, Any]:
         from diffusers.pipelines.kolors import ChatGLMModel, ChatGLMTokenizer
 
+        from .chatglm_file import load_chatglm_file
         from .quant import quantize_chatglm_
 
         dtype = compute_dtype("fp16", self.device)
+        source = self.checkpoint or self.folder
         try:
-            # The dtype is always explicit: transformers 5 honours config.json's float16 otherwise.
-            model = ChatGLMModel.from_pretrained(self.folder, dtype=dtype, local_files_only=True)
+            if self.checkpoint:
+                model = load_chatglm_file(self.checkpoint, dtype, "cpu")
+            else:
+                # The dtype is always explicit: transformers 5 honours config.json's float16 otherwise.
+                model = ChatGLMModel.from_pretrained(self.folder, dtype=dtype, local_files_only=True)
             tokenizer = ChatGLMTokenizer.from_pretrained(self.folder, local_files_only=True)
+        except ModelLoadError:
+            raise
         except Exception as exc:  # noqa: BLE001
-            raise ModelLoadError(f"cannot load ChatGLM3 from {self.folder}: "
+            raise ModelLoadError(f"cannot load ChatGLM3 from {source}: "
                                  f"{type(exc).__name__}: {str(exc)[:400]}") from exc
-        if self.precision in ("quant8", "quant4"):
+        if self.precision in ("quant8", "quant4") and not self.stored_quantized:
             quantize_chatglm_(model, 8 if self.precision == "quant8" else 4)
         return model.to(self.device).eval(), tokenizer
 

@@ -1,8 +1,11 @@
 """Weight-only int8 / int4 quantization of ChatGLM's Linear layers, dequantized on the fly in torch.
 
-The scheme is the one ChatGLM's own `quantize(bits)` uses (per-output-row absmax, symmetric,
-round to nearest), with plain torch ops instead of cpm_kernels, so it runs on CPU and CUDA.
-Only the four Linears of each GLMBlock are quantized; embeddings and norms stay as they are.
+The scheme and the stored form are ChatGLM's own (`quantize(bits)`): per-output-row absmax,
+symmetric, round to nearest; `weight` holds int8 values, or two 4-bit values per int8 byte (the
+even column in the high nibble, as ChatGLM's `compress_int4_weight` packs them), and
+`weight_scale` the row scales. So a pre-quantized file (Kijai/ChatGLM3-safetensors' 8bit and
+4bit ones) loads straight into these modules. Plain torch ops replace cpm_kernels, so it runs on
+CPU and CUDA. Only the four Linears of each GLMBlock are quantized; embeddings and norms stay.
 """
 from __future__ import annotations
 
@@ -15,47 +18,60 @@ BLOCK_LINEARS = ("self_attention.query_key_value", "self_attention.dense",
 
 
 class QuantizedLinear(nn.Module):
-    """y = x @ (q · scale[:, None])ᵀ + b, with q stored as int8 (8 bit) or two nibbles per byte (4 bit)."""
+    """y = x @ (q · weight_scale[:, None])ᵀ + b."""
 
-    def __init__(self, linear: nn.Linear, bits: int):
+    def __init__(self, in_features: int, out_features: int, bits: int, bias: bool, dtype: torch.dtype):
         super().__init__()
         if bits not in (4, 8):
             raise ValueError(f"bits must be 4 or 8, got {bits}")
-        weight = linear.weight.detach().float()
-        self.bits, self.in_features, self.out_features = bits, linear.in_features, linear.out_features
+        if bits == 4 and in_features % 2:
+            raise ValueError("4-bit packing needs an even number of input features")
+        self.bits, self.in_features, self.out_features = bits, in_features, out_features
+        stored = in_features if bits == 8 else in_features // 2
+        self.register_buffer("weight", torch.empty(out_features, stored, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.empty(out_features, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype), requires_grad=False) if bias else None
+
+    @classmethod
+    def of(cls, linear: nn.Linear, bits: int) -> QuantizedLinear:
+        """`linear`'s weights, quantized."""
+        weight = linear.weight.detach()
+        module = cls(linear.in_features, linear.out_features, bits, linear.bias is not None, weight.dtype)
         qmax = 2 ** (bits - 1) - 1
-        scale = weight.abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / qmax
-        q = torch.round(weight / scale[:, None]).clamp(-qmax, qmax).to(torch.int8)
+        scale = weight.float().abs().amax(dim=1).clamp(min=torch.finfo(torch.float32).tiny) / qmax
+        q = torch.round(weight.float() / scale[:, None]).clamp(-qmax, qmax).to(torch.int8)
         if bits == 4:
-            if q.shape[1] % 2:
-                raise ValueError("4-bit packing needs an even number of input features")
-            nibbles = (q & 0x0F).to(torch.uint8)
-            q = nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
-        self.register_buffer("weight_q", q.contiguous())
-        self.register_buffer("scale", scale.to(linear.weight.dtype))
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(),
-                                                                  requires_grad=False)
+            nibbles = q.view(torch.uint8) & 0x0F
+            q = ((nibbles[:, 0::2] << 4) | nibbles[:, 1::2]).view(torch.int8)
+        module.weight = q.contiguous()
+        module.weight_scale = scale.to(weight.dtype)
+        if linear.bias is not None:
+            module.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
+        return module
 
     def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
-        q = self.weight_q
+        q = self.weight
         if self.bits == 4:
-            low = (q & 0x0F).to(torch.int8)
-            high = (q >> 4).to(torch.int8)
-            # Sign-extend 4-bit two's complement: values 8..15 stand for -8..-1.
-            low, high = (low ^ 8) - 8, (high ^ 8) - 8
-            q = torch.stack((low, high), dim=-1).reshape(self.out_features, self.in_features)
-        return q.to(dtype) * self.scale.to(dtype)[:, None]
+            # An arithmetic shift sign-extends the high nibble; the low one is shifted up first.
+            high, low = q >> 4, (q << 4) >> 4
+            q = torch.stack((high, low), dim=-1).reshape(self.out_features, self.in_features)
+        return q.to(dtype) * self.weight_scale.to(dtype)[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.dequantized(x.dtype), bias)
 
 
-def quantize_chatglm_(model: nn.Module, bits: int) -> nn.Module:
-    """Replace the four Linears of every GLMBlock in place; returns the model."""
+def block_linears(model: nn.Module):
+    """(parent module, attribute name) of each Linear that quantization replaces."""
     for block in model.encoder.layers:
         for path in BLOCK_LINEARS:
             parent_name, name = path.split(".")
-            parent = getattr(block, parent_name)
-            setattr(parent, name, QuantizedLinear(getattr(parent, name), bits))
+            yield getattr(block, parent_name), name
+
+
+def quantize_chatglm_(model: nn.Module, bits: int) -> nn.Module:
+    """Replace the four Linears of every GLMBlock in place; returns the model."""
+    for parent, name in block_linears(model):
+        setattr(parent, name, QuantizedLinear.of(getattr(parent, name), bits))
     return model

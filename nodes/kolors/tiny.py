@@ -202,6 +202,30 @@ def write_kolors_models(root: Path, sizes: ModelSizes, seed: int = 0, device: st
     return root
 
 
+def write_chatglm_checkpoints(root: Path) -> None:
+    """The Kolors text encoder again as single files in `<root>/LLM/checkpoints`, as
+    Kijai/ChatGLM3-safetensors ships ChatGLM3: fp16 (ChatGLMModel's keys, no "transformer."
+    prefix), and quantized to 8 and 4 bits in ChatGLM's stored form, read by LoadChatGLM3."""
+    import torch
+    from safetensors.torch import save_file
+
+    from .chatglm_file import load_chatglm_file
+    from .quant import quantize_chatglm_
+
+    folder = Path(root) / "LLM" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for shard in sorted((Path(root) / "diffusers" / "Kolors" / "text_encoder").glob("pytorch_model-*.bin")):
+        state.update(torch.load(shard, map_location="cpu", weights_only=True))
+    fp16 = folder / "chatglm3-fp16.safetensors"
+    save_file({k.removeprefix("transformer."): v for k, v in state.items()}, str(fp16))
+    for bits in (8, 4):
+        model = quantize_chatglm_(load_chatglm_file(str(fp16), torch.float16, "cpu"), bits)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / f"chatglm3-{bits}bit.safetensors"))
+
+
 def make_tiny_models(root: Path, seed: int = 0) -> Path:
     """The tiny set the tests and the README's first command use, built on the CPU."""
-    return write_kolors_models(root, TINY, seed, "cpu")
+    write_kolors_models(root, TINY, seed, "cpu")
+    write_chatglm_checkpoints(root)
+    return Path(root)
