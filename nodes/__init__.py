@@ -25,7 +25,8 @@ from .core.latent_ops import (LatentAdd, LatentBatch, LatentBatchSeedBehavior, L
                               LatentInterpolate, LatentMultiply, LatentRotate, LatentSubtract)
 from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, SolidMask,
                         ThresholdMask)
-from .core.model_merging import CLIPMergeSimple, ModelMergeSimple
+from .core.model_merging import (CLIPMergeAdd, CLIPMergeSimple, CLIPMergeSubtract, ModelMergeAdd, ModelMergeBlocks,
+                                 ModelMergeSimple, ModelMergeSubtract)
 from .core.model_patches import (DifferentialDiffusion, FreeU, FreeU_V2, HypernetworkLoader, ModelSamplingDiscrete,
                                  PerturbedAttentionGuidance, RescaleCFG)
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
@@ -74,5 +75,6 @@ ALL_NODES = [
     AlignYourStepsScheduler, SplitSigmasDenoise, FlipSigmas, SetFirstSigma, LatentBlend, SamplerEulerAncestral,
     SamplerEulerAncestralCFGPP, SamplerLMS, SamplerDPMPP_2S_Ancestral, SamplerDPMPP_SDE, SamplerDPMPP_2M_SDE,
     SamplerDPMPP_3M_SDE, SaveLatent, LoadLatent, DiffControlNetLoader, PerpNegGuider,
-    ImageColorToMask, ModelMergeSimple, CLIPMergeSimple, HypernetworkLoader,
+    ImageColorToMask, ModelMergeSimple, CLIPMergeSimple, ModelMergeBlocks, ModelMergeSubtract, ModelMergeAdd,
+    CLIPMergeSubtract, CLIPMergeAdd, HypernetworkLoader,
 ]

@@ -97,8 +97,8 @@ def test_a_merge_takes_its_place_among_loras(models):
     lora_only = patched_value(unet, name, unet_changes(ctx, unet, (lora,)))
     delta = lora_only - w1
     assert delta.abs().max() > 1e-3
-    before = patched_value(unet, name, unet_changes(ctx, unet, (lora, MergePatch(other, 0.25))))
-    after = patched_value(unet, name, unet_changes(ctx, unet, (MergePatch(other, 0.25), lora)))
+    before = patched_value(unet, name, unet_changes(ctx, unet, (lora, MergePatch(other, 0.25, 0.75))))
+    after = patched_value(unet, name, unet_changes(ctx, unet, (MergePatch(other, 0.25, 0.75), lora)))
     assert torch.allclose(before, (w1 + delta) * 0.25 + w2 * 0.75, atol=1e-6)
     assert torch.allclose(after, w1 * 0.25 + w2 * 0.75 + delta, atol=1e-6)
 
@@ -110,3 +110,74 @@ def test_models_of_other_shapes_are_not_merged(models, tmp_path):
     with pytest.raises(NodeExecutionError, match="their UNets differ in shape") as refused:
         session.execute(graph)
     assert refused.value.error.node_type == "ModelMergeSimple" and refused.value.error.kind == "model_load_error"
+
+
+def _weights_after(models, patch_of):
+    """(own weights, other's weights, merged weights) of every UNet parameter, for a MergePatch."""
+    import json
+    from types import SimpleNamespace
+
+    from engine.model_store import ModelStore
+    from nodes.sd.checkpoint import CheckpointFile, detect
+    from nodes.sd.lora import patched, unet_changes
+    from nodes.sd.models import DiffusionModel
+
+    def handle(name):
+        path = models / "checkpoints" / name
+        info = detect(CheckpointFile(path))
+        return DiffusionModel(str(path), info.family.name, info.unet_prefix, json.dumps(info.unet_config, sort_keys=True),
+                              info.prediction, "cpu")
+
+    ctx = SimpleNamespace(models=ModelStore())
+    own, other = handle("tiny_sd15.safetensors"), handle("other_sd15.safetensors")
+    unet, second = ctx.models.get(own), ctx.models.get(other)
+    w1 = {k: v.detach().clone() for k, v in unet.named_parameters()}
+    w2 = dict(second.named_parameters())
+    with patched(unet, unet_changes(ctx, unet, (patch_of(other),))):
+        merged = {k: v.detach().clone() for k, v in unet.named_parameters()}
+    assert all(torch.equal(v, w1[k]) for k, v in unet.named_parameters())  # put back
+    return w1, w2, merged
+
+
+def test_block_merge_takes_each_weights_ratio_from_its_ldm_block(models):
+    from nodes.sd.models import MergePatch
+
+    blocks = (("input", 0.25), ("middle", 0.5), ("out", 0.75))
+    w1, w2, merged = _weights_after(models, lambda other: MergePatch(other, 1.0, 0.0, blocks))
+    expected_ratio = {
+        "time_embedding.linear_1.weight": 0.25,  # time_embed: no block matches, the first ratio
+        "conv_in.weight": 0.25,  # input_blocks.0
+        "down_blocks.0.attentions.0.proj_in.weight": 0.25,
+        "mid_block.resnets.1.conv2.weight": 0.5,
+        "up_blocks.1.resnets.0.conv1.weight": 0.75,
+        "up_blocks.1.attentions.1.proj_out.weight": 0.75,
+        "conv_out.weight": 0.75,  # out.2
+    }
+    for name, ratio in expected_ratio.items():
+        assert torch.allclose(merged[name], w1[name] * ratio + w2[name] * (1 - ratio), atol=1e-6), name
+    assert not torch.allclose(merged["conv_out.weight"], w1["conv_out.weight"] * 0.25 + w2["conv_out.weight"] * 0.75)
+
+
+def test_subtract_and_add_merges(models, tmp_path):
+    from nodes.sd.models import MergePatch
+
+    w1, w2, difference = _weights_after(models, lambda other: MergePatch(other, 0.5, -0.5))
+    w1, w2, total = _weights_after(models, lambda other: MergePatch(other, 1.0, 1.0))
+    for name in w1:
+        assert torch.allclose(difference[name], (w1[name] - w2[name]) * 0.5, atol=1e-6), name
+        assert torch.allclose(total[name], w1[name] + w2[name], atol=1e-6), name
+    # The nodes: (model1 + model2) − model2 samples as model1 does; the CLIP nodes likewise.
+    session = Session(settings=Settings(models_dir=models, output_dir=tmp_path / "out", device="cpu"), cache=False)
+    extra = {
+        "10": {"class_type": "ModelMergeAdd", "inputs": {"model1": ["1", 0], "model2": ["2", 0]}},
+        "12": {"class_type": "ModelMergeSubtract", "inputs": {"model1": ["10", 0], "model2": ["2", 0], "multiplier": 1.0}},
+        "11": {"class_type": "CLIPMergeAdd", "inputs": {"clip1": ["1", 1], "clip2": ["2", 1]}},
+        "13": {"class_type": "CLIPMergeSubtract", "inputs": {"clip1": ["11", 0], "clip2": ["2", 1], "multiplier": 1.0}},
+    }
+    plain = session.execute(_graph(["1", 0], ["1", 1])).outputs["3"].LATENT.samples
+    merged = session.execute(_graph(["12", 0], ["13", 0], extra)).outputs["3"].LATENT.samples
+    summed = session.execute(_graph(["10", 0], ["11", 0], extra)).outputs["3"].LATENT.samples
+    assert torch.allclose(merged, plain, atol=1e-3) and not torch.allclose(summed, plain, atol=0.1)
+    blocks = {"10": {"class_type": "ModelMergeBlocks", "inputs": {"model1": ["1", 0], "model2": ["2", 0],
+                                                                  "input": 1.0, "middle": 1.0, "out": 1.0}}}
+    assert torch.equal(session.execute(_graph(["10", 0], ["1", 1], blocks)).outputs["3"].LATENT.samples, plain)

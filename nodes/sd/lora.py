@@ -224,15 +224,23 @@ def matched(key_map: dict[str, str], patches: tuple[LoraPatch, ...], text_encode
 
 @dataclass(frozen=True)
 class Merge:
-    """ModelMergeSimple as a patch: every weight becomes ratio·own + (1 − ratio)·the other
-    model's (with the other's own patches), as ComfyUI's key patches with strength_model do."""
+    """A MergePatch on loaded modules: `other` with its own patches, and each parameter's factors."""
 
     other: Any  # the other model's module
     other_changes: tuple
-    ratio: float
+    patch: Any  # the MergePatch
+    ldm_names: Any = None  # parameter -> its LDM name, for block ratios
 
     def source(self, name: str):
         return patched_value(self.other, name, self.other_changes)
+
+    def factors(self, name: str) -> tuple[float, float]:
+        ratios = self.patch.block_ratios
+        if not ratios:
+            return self.patch.own, self.patch.theirs
+        ldm = self.ldm_names.get(name, name)
+        ratio = max(((len(p), r) for p, r in ratios if ldm.startswith(p)), default=(0, ratios[0][1]))[1]
+        return ratio, 1.0 - ratio
 
 
 def _steps(module, changes) -> dict[str, list]:
@@ -242,8 +250,9 @@ def _steps(module, changes) -> dict[str, list]:
     for name, adapter, strength in changes:
         if isinstance(adapter, Merge):
             for parameter in names:
+                own, theirs = adapter.factors(parameter)
                 steps.setdefault(parameter, []).append(
-                    lambda w, p=parameter, m=adapter: w * m.ratio + m.source(p).to(w.device) * (1.0 - m.ratio))
+                    lambda w, p=parameter, m=adapter, a=own, b=theirs: w * a + m.source(p).to(w.device) * b)
             continue
         steps.setdefault(f"{name}.weight", []).append(lambda w, a=adapter, s=strength: a.applied(w, s))
         if "diff_b" in adapter.parts and module.get_submodule(name).bias is not None:
@@ -296,10 +305,22 @@ def tower_changes(ctx, model, spec, clip) -> list:
         if isinstance(patch, MergePatch):
             tower = next(t for t in patch.other.towers if t.spec.name == spec.name)
             other = ctx.models.get(tower)
-            changes.append(("", Merge(other, tuple(tower_changes(ctx, other, spec, patch.other)), patch.ratio), 1.0))
+            changes.append(("", Merge(other, tuple(tower_changes(ctx, other, spec, patch.other)), patch), 1.0))
         else:
             changes += matched(clip_key_map(model, spec.name, clip.family_name), (patch,), text_encoder=True)
     return changes
+
+
+def ldm_parameter_names(unet) -> dict[str, str]:
+    """Each UNet parameter's LDM name (`input_blocks.1.1.…`), which ComfyUI's block merges match."""
+    names = unet_ldm_names(dict(unet.config))
+    ordered = sorted(names, key=len, reverse=True)
+    out = {}
+    for name, _ in unet.named_parameters():
+        prefix = next((p for p in ordered if name.startswith(p + ".")), None)
+        if prefix is not None:
+            out[name] = names[prefix] + name[len(prefix):]
+    return out
 
 
 def unet_changes(ctx, unet, patches) -> list:
@@ -311,7 +332,8 @@ def unet_changes(ctx, unet, patches) -> list:
     for patch in patches:
         if isinstance(patch, MergePatch):
             other = ctx.models.get(patch.other)
-            changes.append(("", Merge(other, tuple(unet_changes(ctx, other, patch.other.loras)), patch.ratio), 1.0))
+            changes.append(("", Merge(other, tuple(unet_changes(ctx, other, patch.other.loras)), patch,
+                                      ldm_parameter_names(unet) if patch.block_ratios else None), 1.0))
         else:
             changes += matched(unet_key_map(unet), (patch,))
     return changes

@@ -41,11 +41,15 @@ class LoraPatch:
 
 @dataclass(frozen=True)
 class MergePatch:
-    """ModelMergeSimple / CLIPMergeSimple: ratio of this model, 1 − ratio of `other` (a MODEL or
-    CLIP of the same shape)."""
+    """A merge with `other` (a MODEL or CLIP of the same shape), ComfyUI's key patches: every
+    weight w becomes own·w + theirs·w_other. With `block_ratios` (ModelMergeBlocks) each weight
+    takes the ratio r of the longest LDM prefix its name starts with (the first one's if none),
+    and own = r, theirs = 1 − r."""
 
     other: Any  # DiffusionModel or TextEncoders
-    ratio: float
+    own: float
+    theirs: float
+    block_ratios: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
