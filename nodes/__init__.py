@@ -28,7 +28,7 @@ from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMa
 from .core.model_merging import (CLIPMergeAdd, CLIPMergeSimple, CLIPMergeSubtract, ModelMergeAdd, ModelMergeBlocks,
                                  ModelMergeSimple, ModelMergeSubtract)
 from .core.model_patches import (DifferentialDiffusion, FreeU, FreeU_V2, HypernetworkLoader, ModelSamplingDiscrete,
-                                 PerturbedAttentionGuidance, RescaleCFG)
+                                 PatchModelAddDownscale, PerturbedAttentionGuidance, RescaleCFG)
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
                               PrimitiveStringMultiline)
 from .core.sampler_nodes import (SamplerDPMPP_2M_SDE, SamplerDPMPP_2S_Ancestral, SamplerDPMPP_3M_SDE,
@@ -52,7 +52,7 @@ ALL_NODES = [
     EmptyLatentImage, LoadImage, PreviewImage, SaveImage, VAEDecode, VAEEncode, VAELoader,
     PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString, PrimitiveStringMultiline,
     DownloadAndLoadChatGLM3, DownloadAndLoadKolorsModel, KolorsSampler, KolorsTextEncode, LoadKolorsLoRA,
-    KolorsLoraLoaderModelOnly, LoadChatGLM3,
+    KolorsLoraLoaderModelOnly,
     CheckpointLoaderSimple, CheckpointLoader, CLIPSetLastLayer, CLIPTextEncode, CLIPTextEncodeSDXL,
     CLIPTextEncodeSDXLRefiner, KSampler, KSamplerAdvanced, ConditioningCombine, ConditioningConcat,
     ConditioningAverage, ConditioningZeroOut, ConditioningSetArea, ConditioningSetAreaPercentage,
@@ -76,5 +76,5 @@ ALL_NODES = [
     SamplerEulerAncestralCFGPP, SamplerLMS, SamplerDPMPP_2S_Ancestral, SamplerDPMPP_SDE, SamplerDPMPP_2M_SDE,
     SamplerDPMPP_3M_SDE, SaveLatent, LoadLatent, DiffControlNetLoader, PerpNegGuider,
     ImageColorToMask, ModelMergeSimple, CLIPMergeSimple, ModelMergeBlocks, ModelMergeSubtract, ModelMergeAdd,
-    CLIPMergeSubtract, CLIPMergeAdd, HypernetworkLoader,
+    CLIPMergeSubtract, CLIPMergeAdd, HypernetworkLoader, LoadChatGLM3, PatchModelAddDownscale,
 ]

@@ -1,6 +1,7 @@
 """Nodes that change how a MODEL samples without touching its weights: ModelSamplingDiscrete
 (the prediction type and zero-terminal-SNR schedule), RescaleCFG, PerturbedAttentionGuidance,
-DifferentialDiffusion, FreeU, FreeU_V2 and HypernetworkLoader. They return a new handle;
+DifferentialDiffusion, FreeU, FreeU_V2, PatchModelAddDownscale and HypernetworkLoader. They
+return a new handle;
 the UNet loaded for it is the same."""
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Literal
 from engine import Link, Node, Widget
 
 from ..sd.loaders import ModelOut
+from ..sd.deep_shrink import METHODS as SHRINK_METHODS
+from ..sd.deep_shrink import DeepShrink
 from ..sd.freeu import FreeU as FreeUSettings
 from ..sd.hypernetwork import Hypernetwork
 from ..sd.models import DiffusionModel
@@ -104,6 +107,31 @@ class FreeU_V2(FreeU):  # noqa: N801 - ComfyUI's node name
     s1: float = Widget(0.9, ge=0.0, le=10.0, step=0.01)
     s2: float = Widget(0.2, ge=0.0, le=10.0, step=0.01)
     generation = 2
+
+
+class PatchModelAddDownscale(Node):
+    """Kohya's Deep Shrink: early in sampling the UNet works on a smaller hidden state from input
+    block `block_number` on, so large images keep a small image's composition."""
+
+    class_type = "PatchModelAddDownscale"
+    display_name = "PatchModelAddDownscale (Kohya Deep Shrink)"
+    category = "model_patches/unet"
+
+    model: DiffusionModel = Link()
+    block_number: int = Widget(3, ge=1, le=32, step=1)
+    downscale_factor: float = Widget(2.0, ge=0.1, le=9.0, step=0.001)
+    start_percent: float = Widget(0.0, ge=0.0, le=1.0, step=0.001)
+    end_percent: float = Widget(0.35, ge=0.0, le=1.0, step=0.001)
+    downscale_after_skip: bool = Widget(True)
+    downscale_method: Literal[SHRINK_METHODS] = Widget("bicubic")  # type: ignore[valid-type]
+    upscale_method: Literal[SHRINK_METHODS] = Widget("bicubic")  # type: ignore[valid-type]
+
+    def execute(self, ctx) -> ModelOut:
+        sampling = self.model.model_sampling()
+        shrink = DeepShrink(self.block_number, self.downscale_factor, sampling.percent_to_sigma(self.start_percent),
+                            sampling.percent_to_sigma(self.end_percent), self.downscale_after_skip,
+                            self.downscale_method, self.upscale_method)
+        return ModelOut(dataclasses.replace(self.model, deep_shrink=shrink))
 
 
 class HypernetworkLoader(Node):

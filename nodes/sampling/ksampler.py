@@ -36,6 +36,7 @@ class SamplingModel:
     cfg_rescale: float | None = None  # RescaleCFG: the guided prediction's spread brought back
     pag_scale: float | None = None  # PerturbedAttentionGuidance: predict() takes perturbed=True
     differential_diffusion: float | None = None  # its strength: the noise mask becomes a moving threshold
+    wants_sigma: bool = False  # predict() takes sigma= (patches that act in a σ window: Deep Shrink)
     # the family's last word on the entries once the seed is known (SDXL: unCLIP's pooled vector)
     prepare: Callable[[list[CondEntry], int], list[CondEntry]] | None = None
 
@@ -112,6 +113,8 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         options = _active_controls(entries, float(sigma_part[0]), ms, batch=batch)
         if perturbed:
             options["perturbed"] = True
+        if model.wants_sigma:
+            options["sigma"] = float(sigma_part[0])
         output = model.predict(ms.model_input(x_part, sigma_part), ms.timestep(sigma_part), entries, size, extra,
                                **options)
         return ms.denoised(sigma_part, output.float(), x_part)

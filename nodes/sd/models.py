@@ -72,6 +72,7 @@ class DiffusionModel(EdgeValue):
     pag_scale: float | None = None  # PerturbedAttentionGuidance's scale
     differential_diffusion: float | None = None  # DifferentialDiffusion's strength
     freeu: Any = None  # FreeU / FreeU_V2 settings (sd.freeu.FreeU)
+    deep_shrink: Any = None  # PatchModelAddDownscale's settings (sd.deep_shrink.DeepShrink)
     hypernetworks: tuple = ()  # (Hypernetwork handle, strength), in the order they apply
 
     @property
@@ -213,12 +214,13 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
 
     from ..sampling.ksampler import SamplingModel
     from .controlnet import control_residuals
+    from .deep_shrink import deep_shrink_applied
     from .gligen import fusers_lent, grounding
     from .t2i_adapter import adding_to_input_blocks
 
     family, dtype, device = handle.family, unet.dtype, handle.device
 
-    def predict(x_in, timesteps, entries, size, concat, control=None, perturbed=False):
+    def predict(x_in, timesteps, entries, size, concat, control=None, perturbed=False, sigma=None):
         common = math.lcm(*{e.cross_attn.shape[1] for e in entries})
         context = torch.cat([e.cross_attn.repeat(1, common // e.cross_attn.shape[1], 1) for e in entries])
         context = context.to(device, dtype)
@@ -238,6 +240,8 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
         with ExitStack() as patches:
             if perturbed:
                 patches.enter_context(middle_self_attention_as_values(unet))
+            if handle.deep_shrink is not None and handle.deep_shrink.active(sigma):
+                patches.enter_context(deep_shrink_applied(unet, handle.deep_shrink))
             if added_by_hooks is not None:
                 patches.enter_context(adding_to_input_blocks(unet, *added_by_hooks))
             if entries[0].gligen is not None:  # a GLIGEN entry runs in a batch of its own
@@ -262,6 +266,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
     return SamplingModel(predict, handle.model_sampling(), family.latent_scale, device, concat_channels=extra,
                          cfg_rescale=handle.cfg_rescale, pag_scale=handle.pag_scale,
                          differential_diffusion=handle.differential_diffusion,
+                         wants_sigma=handle.deep_shrink is not None,
                          prepare=with_image_pooled if family.size_conditioning else None)
 
 
