@@ -28,7 +28,8 @@ from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMa
 from .core.model_merging import (CLIPMergeAdd, CLIPMergeSimple, CLIPMergeSubtract, ModelMergeAdd, ModelMergeBlocks,
                                  ModelMergeSimple, ModelMergeSubtract)
 from .core.model_patches import (DifferentialDiffusion, FreeU, FreeU_V2, HypernetworkLoader, ModelSamplingDiscrete,
-                                 PatchModelAddDownscale, PerturbedAttentionGuidance, RescaleCFG)
+                                 PatchModelAddDownscale, PerturbedAttentionGuidance, RescaleCFG,
+                                 SelfAttentionGuidance)
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
                               PrimitiveStringMultiline)
 from .core.sampler_nodes import (SamplerDPMPP_2M_SDE, SamplerDPMPP_2S_Ancestral, SamplerDPMPP_3M_SDE,
@@ -77,4 +78,5 @@ ALL_NODES = [
     SamplerDPMPP_3M_SDE, SaveLatent, LoadLatent, DiffControlNetLoader, PerpNegGuider,
     ImageColorToMask, ModelMergeSimple, CLIPMergeSimple, ModelMergeBlocks, ModelMergeSubtract, ModelMergeAdd,
     CLIPMergeSubtract, CLIPMergeAdd, HypernetworkLoader, LoadChatGLM3, PatchModelAddDownscale,
+    SelfAttentionGuidance,
 ]

@@ -1,8 +1,7 @@
 """Nodes that change how a MODEL samples without touching its weights: ModelSamplingDiscrete
 (the prediction type and zero-terminal-SNR schedule), RescaleCFG, PerturbedAttentionGuidance,
-DifferentialDiffusion, FreeU, FreeU_V2, PatchModelAddDownscale and HypernetworkLoader. They
-return a new handle;
-the UNet loaded for it is the same."""
+DifferentialDiffusion, FreeU, FreeU_V2, SelfAttentionGuidance, PatchModelAddDownscale and
+HypernetworkLoader. They return a new handle; the UNet loaded for it is the same."""
 from __future__ import annotations
 
 import dataclasses
@@ -107,6 +106,22 @@ class FreeU_V2(FreeU):  # noqa: N801 - ComfyUI's node name
     s1: float = Widget(0.9, ge=0.0, le=10.0, step=0.01)
     s2: float = Widget(0.2, ge=0.0, le=10.0, step=0.01)
     generation = 2
+
+
+class SelfAttentionGuidance(Node):
+    """Guidance away from a copy of the image blurred where the middle block's self-attention
+    looks most (the unconditional side's map); it always evaluates the negative side."""
+
+    class_type = "SelfAttentionGuidance"
+    display_name = "Self-Attention Guidance"
+    category = "_for_testing"
+
+    model: DiffusionModel = Link()
+    scale: float = Widget(0.5, ge=-2.0, le=5.0, step=0.01)
+    blur_sigma: float = Widget(2.0, ge=0.0, le=10.0, step=0.1)
+
+    def execute(self, ctx) -> ModelOut:
+        return ModelOut(dataclasses.replace(self.model, sag=(self.scale, self.blur_sigma)))
 
 
 class PatchModelAddDownscale(Node):

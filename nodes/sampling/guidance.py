@@ -213,14 +213,15 @@ def perpendicular_cfg(positive, negative, empty, cfg: float, neg_scale: float) -
 
 def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: list[CondEntry], cfg: float,
                  ms: DiscreteSampling, always_uncond: bool = False, rescale: float | None = None,
-                 pag_scale: float | None = None, perp_neg: tuple | None = None) -> Guided:
+                 pag_scale: float | None = None, perp_neg: tuple | None = None, sag=None) -> Guided:
     """CFG over both sides; with cfg ≈ 1 the negative is skipped unless `always_uncond`.
     `rescale`: RescaleCFG's multiplier; `pag_scale`: PerturbedAttentionGuidance's scale (the
     positive side is evaluated again with the middle block's self-attention perturbed);
-    `perp_neg`: PerpNegGuider's (empty prompt entries, neg_scale), a third side always evaluated."""
+    `perp_neg`: PerpNegGuider's (empty prompt entries, neg_scale), a third side always evaluated;
+    `sag`: SelfAttentionGuidance (sag.py), after PAG; it always evaluates the negative."""
     if perp_neg is not None:
         given = [positive, negative, perp_neg[0]]
-    elif math.isclose(cfg, 1.0) and not always_uncond:
+    elif math.isclose(cfg, 1.0) and not always_uncond and sag is None:
         given = [positive]
     else:
         given = [positive, negative]
@@ -275,6 +276,10 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
         if pag_scale:
             perturbed, = evaluate(sides[:1], x, sigma, perturbed=True)
             guided = guided + (results[0] - perturbed) * pag_scale
+        if sag is not None:
+            from .sag import guided as self_attention_guided
+
+            guided = self_attention_guided(sag, guided, results[1], x, lambda degraded: evaluate(sides[1:2], degraded, sigma)[0])
         return guided
 
     return Guided(denoise, keep)

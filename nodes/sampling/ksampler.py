@@ -37,6 +37,7 @@ class SamplingModel:
     pag_scale: float | None = None  # PerturbedAttentionGuidance: predict() takes perturbed=True
     differential_diffusion: float | None = None  # its strength: the noise mask becomes a moving threshold
     wants_sigma: bool = False  # predict() takes sigma= (patches that act in a σ window: Deep Shrink)
+    sag: Any = None  # SelfAttentionGuidance (sag.py): its settings and the recorded attention map
     # the family's last word on the entries once the seed is known (SDXL: unCLIP's pooled vector)
     prepare: Callable[[list[CondEntry], int], list[CondEntry]] | None = None
 
@@ -125,7 +126,7 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         if perp_neg is not None:
             perp_neg = (model.prepare(perp_neg[0], seed), perp_neg[1])
     guided = cfg_denoiser(raw, positive, negative, cfg, ms, always_uncond=sampler_name in NEEDS_UNCOND,
-                          rescale=model.cfg_rescale, pag_scale=model.pag_scale, perp_neg=perp_neg)
+                          rescale=model.cfg_rescale, pag_scale=model.pag_scale, perp_neg=perp_neg, sag=model.sag)
     denoise = guided
     if noise_mask is not None:
         # ddim holds the masked-out area to fresh CPU noise drawn from seed + 1, as ComfyUI does

@@ -73,6 +73,7 @@ class DiffusionModel(EdgeValue):
     differential_diffusion: float | None = None  # DifferentialDiffusion's strength
     freeu: Any = None  # FreeU / FreeU_V2 settings (sd.freeu.FreeU)
     deep_shrink: Any = None  # PatchModelAddDownscale's settings (sd.deep_shrink.DeepShrink)
+    sag: tuple[float, float] | None = None  # SelfAttentionGuidance's (scale, blur_sigma)
     hypernetworks: tuple = ()  # (Hypernetwork handle, strength), in the order they apply
 
     @property
@@ -213,9 +214,11 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
     import torch
 
     from ..sampling.ksampler import SamplingModel
+    from ..sampling.sag import SelfAttentionGuidance
     from .controlnet import control_residuals
     from .deep_shrink import deep_shrink_applied
     from .gligen import fusers_lent, grounding
+    from .sag_attention import first_negative_rows, recording_middle_attention
     from .t2i_adapter import adding_to_input_blocks
 
     family, dtype, device = handle.family, unet.dtype, handle.device
@@ -240,6 +243,8 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
         with ExitStack() as patches:
             if perturbed:
                 patches.enter_context(middle_self_attention_as_values(unet))
+            if handle.sag is not None and (rows := first_negative_rows(entries)) is not None:
+                patches.enter_context(recording_middle_attention(unet, rows, recorded))
             if handle.deep_shrink is not None and handle.deep_shrink.active(sigma):
                 patches.enter_context(deep_shrink_applied(unet, handle.deep_shrink))
             if added_by_hooks is not None:
@@ -255,6 +260,10 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
                         added_cond_kwargs=added, return_dict=False, **unet_kwargs)[0]
 
     extra = unet.config.in_channels - unet.config.out_channels
+    recorded: dict = {}
+    sag = None
+    if handle.sag is not None:
+        sag = SelfAttentionGuidance(*handle.sag, attention=lambda: recorded.get("attention"))
 
     def with_image_pooled(entries, seed: int):
         """SDXL's pooled vector from unCLIP images where an entry has them (revision)."""
@@ -266,7 +275,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
     return SamplingModel(predict, handle.model_sampling(), family.latent_scale, device, concat_channels=extra,
                          cfg_rescale=handle.cfg_rescale, pag_scale=handle.pag_scale,
                          differential_diffusion=handle.differential_diffusion,
-                         wants_sigma=handle.deep_shrink is not None,
+                         wants_sigma=handle.deep_shrink is not None, sag=sag,
                          prepare=with_image_pooled if family.size_conditioning else None)
 
 
