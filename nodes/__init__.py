@@ -46,6 +46,7 @@ from .kolors.sampler import KolorsSampler
 from .kolors.text_encode import KolorsTextEncode
 from .sd.loaders import (CheckpointLoader, CheckpointLoaderSimple, CLIPSetLastLayer, LoraLoader,
                          LoraLoaderModelOnly)
+from .sd.checkpoint_save import CheckpointSave, ModelSave, VAESave
 from .sd.part_loaders import CLIPLoader, DualCLIPLoader, UNETLoader
 from .sd.text import CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
 
@@ -78,5 +79,5 @@ ALL_NODES = [
     SamplerDPMPP_3M_SDE, SaveLatent, LoadLatent, DiffControlNetLoader, PerpNegGuider,
     ImageColorToMask, ModelMergeSimple, CLIPMergeSimple, ModelMergeBlocks, ModelMergeSubtract, ModelMergeAdd,
     CLIPMergeSubtract, CLIPMergeAdd, HypernetworkLoader, LoadChatGLM3, PatchModelAddDownscale,
-    SelfAttentionGuidance,
+    SelfAttentionGuidance, CheckpointSave, ModelSave, VAESave,
 ]

@@ -65,3 +65,32 @@ def _load_pickle(path: Path):
         reason = re.search(r"WeightsUnpickler error: ([^.\n]*)", str(exc))
         raise ModelLoadError(f"refused to load {path}: it is not a plain tensor file, nothing in it was run "
                              f"({reason.group(1) if reason else type(exc).__name__})") from exc
+
+
+_SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
+                       "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+                       "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}
+
+
+def write_safetensors(handle, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """`tensors` in the safetensors format, written to an open binary file one tensor at a time,
+    so a checkpoint never needs a second copy in memory (safetensors' own `save` builds the
+    whole file as bytes first)."""
+    import json
+
+    import torch
+
+    header, offset = {}, 0
+    for name, tensor in tensors.items():
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[str(tensor.dtype).removeprefix("torch.")],
+                        "shape": list(tensor.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    if metadata:
+        header["__metadata__"] = metadata
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    handle.write(len(encoded).to_bytes(8, "little") + encoded)
+    for tensor in tensors.values():
+        data = tensor.detach().to("cpu").contiguous()
+        handle.write(data.reshape(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")

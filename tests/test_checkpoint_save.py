@@ -1,0 +1,110 @@
+"""CheckpointSave, ModelSave, VAESave: files in ComfyUI's layout that load back as they sampled."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+
+from engine import Session, Settings
+from engine.errors import ValidationFailed
+
+CHECKPOINTS = ["tiny_sd15.safetensors", "tiny_sd2_v.safetensors", "tiny_sdxl.safetensors",
+               "tiny_sdxl_refiner.safetensors"]
+
+
+@pytest.fixture
+def models(tiny_models, tmp_path):
+    folder = tmp_path / "models"
+    shutil.copytree(tiny_models, folder, copy_function=os.link)
+    return folder
+
+
+def _session(models, tmp_path):
+    return Session(settings=Settings(models_dir=models, output_dir=tmp_path / "out", device="cpu"), cache=False)
+
+
+@pytest.mark.parametrize("checkpoint", CHECKPOINTS)
+def test_a_saved_checkpoint_has_the_source_layout_and_weights(checkpoint, models, tmp_path):
+    graph = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+             "2": {"class_type": "CheckpointSave", "inputs": {"model": ["1", 0], "clip": ["1", 1], "vae": ["1", 2],
+                                                             "filename_prefix": "checkpoints/merged"}}}
+    result = _session(models, tmp_path).execute(graph)
+    [path] = result.files
+    assert path == str(tmp_path / "out" / "checkpoints" / "merged_00001_.safetensors")
+    with safe_open(models / "checkpoints" / checkpoint, "pt") as source, safe_open(path, "pt") as saved:
+        added = set(saved.keys()) - set(source.keys())
+        assert set(source.keys()) <= set(saved.keys())
+        # ComfyUI's markers: v_pred for a v model, CLIP-L's position ids for SDXL
+        assert added == {"sd2_v": {"v_pred"}, "sdxl": {"conditioner.embedders.0.transformer.text_model.embeddings."
+                                                       "position_ids"}}.get(checkpoint[5:-12], set())
+        for key in source.keys():
+            assert torch.equal(saved.get_tensor(key).float(), source.get_tensor(key).float()), key
+        metadata = saved.metadata()
+    assert metadata["modelspec.predict_key"] == ("v" if "sd2_v" in checkpoint else "epsilon")
+    assert ("modelspec.architecture" in metadata) == ("sdxl" in checkpoint)
+    assert '"CheckpointSave"' in metadata["prompt"]
+
+
+def _sample_graph(model, clip, vae):
+    return {
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red cat", "clip": clip}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": clip}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "3": {"class_type": "KSampler", "inputs": {"model": model, "seed": 2, "steps": 3, "cfg": 6.0,
+                                                   "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+                                                   "positive": ["6", 0], "negative": ["7", 0], "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": vae}},
+        "9": {"class_type": "PreviewImage", "inputs": {"images": ["8", 0]}},
+    }
+
+
+def test_loras_are_baked_in_and_the_parts_save_alone(models, tmp_path):
+    session = _session(models, tmp_path)
+
+    def pixels(graph):
+        result = session.execute(graph)
+        return np.asarray(Image.open(next(f for f in result.files if f.endswith(".png")))).astype(int)
+
+    loaded = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
+              "10": {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "strength_model": 1.0,
+                                                            "strength_clip": 1.0,
+                                                            "lora_name": "tiny_sd15_kohya.safetensors"}}}
+    with_lora = pixels(loaded | _sample_graph(["10", 0], ["10", 1], ["1", 2]))
+    plain = pixels(loaded | _sample_graph(["1", 0], ["1", 1], ["1", 2]))
+    assert np.abs(with_lora - plain).max() > 5
+    saves = {"20": {"class_type": "CheckpointSave", "inputs": {"model": ["10", 0], "clip": ["10", 1], "vae": ["1", 2],
+                                                               "filename_prefix": "checkpoints/lora_baked"}},
+             "21": {"class_type": "ModelSave", "inputs": {"model": ["10", 0], "filename_prefix": "unet/baked"}},
+             "22": {"class_type": "VAESave", "inputs": {"vae": ["1", 2], "filename_prefix": "vae/copy"}}}
+    files = session.execute(loaded | saves).files
+    out = tmp_path / "out"
+    assert sorted(files) == sorted(str(out / p) for p in ("checkpoints/lora_baked_00001_.safetensors",
+                                                         "unet/baked_00001_.safetensors", "vae/copy_00001_.safetensors"))
+    # Read back from a models folder that holds them: the same image as the patched models gave.
+    for folder in ("checkpoints", "unet", "vae"):
+        (models / folder).mkdir(exist_ok=True)
+        for file in (out / folder).iterdir():
+            shutil.copy(file, models / folder / file.name)
+    again = pixels({"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "lora_baked_00001_.safetensors"}}}
+                   | _sample_graph(["1", 0], ["1", 1], ["1", 2]))
+    assert np.abs(again - with_lora).max() <= 1
+    parts = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
+             "11": {"class_type": "UNETLoader", "inputs": {"unet_name": "baked_00001_.safetensors", "weight_dtype": "default"}},
+             "12": {"class_type": "VAELoader", "inputs": {"vae_name": "copy_00001_.safetensors"}},
+             "10": loaded["10"]}
+    unet_only = pixels(parts | _sample_graph(["11", 0], ["10", 1], ["12", 0]))
+    assert np.abs(unet_only - with_lora).max() <= 1
+
+
+def test_a_prefix_outside_the_output_folder_is_refused(models, tmp_path):
+    graph = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
+             "2": {"class_type": "ModelSave", "inputs": {"model": ["1", 0], "filename_prefix": "../escape"}}}
+    with pytest.raises(ValidationFailed) as failed:
+        _session(models, tmp_path).execute(graph)
+    assert failed.value.errors[0].input == "filename_prefix"
+    assert not (tmp_path / "escape_00001_.safetensors").exists()
