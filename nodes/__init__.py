@@ -6,7 +6,8 @@ from .core.conditioning import (ConditioningAverage, ConditioningCombine, Condit
                                 ConditioningSetArea, ConditioningSetAreaPercentage, ConditioningSetAreaStrength,
                                 ConditioningSetMask, ConditioningSetTimestepRange, ConditioningZeroOut)
 from .core.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader, DiffControlNetLoader
-from .core.custom_sampling import (BasicGuider, BasicScheduler, CFGGuider, DisableNoise, ExponentialScheduler,
+from .core.custom_sampling import (BasicGuider, BasicScheduler, CFGGuider, DisableNoise, DualCFGGuider,
+                                   ExponentialScheduler,
                                    KarrasScheduler, KSamplerSelect, PerpNegGuider, RandomNoise, SamplerCustom,
                                    SamplerCustomAdvanced, SDTurboScheduler, SplitSigmas)
 from .core.gligen import GLIGENLoader, GLIGENTextBoxApply
@@ -32,10 +33,12 @@ from .core.model_patches import (DifferentialDiffusion, FreeU, FreeU_V2, Hyperne
                                  SelfAttentionGuidance)
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
                               PrimitiveStringMultiline)
-from .core.sampler_nodes import (SamplerDPMPP_2M_SDE, SamplerDPMPP_2S_Ancestral, SamplerDPMPP_3M_SDE,
-                                 SamplerDPMPP_SDE, SamplerEulerAncestral, SamplerEulerAncestralCFGPP, SamplerLMS)
-from .core.schedulers import (AlignYourStepsScheduler, BetaSamplingScheduler, FlipSigmas,
-                              PolyexponentialScheduler, SetFirstSigma, SplitSigmasDenoise, VPScheduler)
+from .core.sampler_nodes import (SamplerDPMAdaptative, SamplerDPMPP_2M_SDE, SamplerDPMPP_2S_Ancestral,
+                                 SamplerDPMPP_3M_SDE, SamplerDPMPP_SDE, SamplerER_SDE, SamplerEulerAncestral,
+                                 SamplerEulerAncestralCFGPP, SamplerLMS, SamplerSASolver)
+from .core.schedulers import (AlignYourStepsScheduler, BetaSamplingScheduler, ExtendIntermediateSigmas, FlipSigmas,
+                              LaplaceScheduler, PolyexponentialScheduler, SamplingPercentToSigma, SetFirstSigma,
+                              SplitSigmasDenoise, VPScheduler)
 from .core.upscale_model import ImageUpscaleWithModel, UpscaleModelLoader
 from .core.vae import VAEDecode, VAEEncode, VAEEncodeForInpaint, VAELoader
 from .core.vae_tiled import VAEDecodeTiled, VAEEncodeTiled
@@ -79,5 +82,6 @@ ALL_NODES = [
     SamplerDPMPP_3M_SDE, SaveLatent, LoadLatent, DiffControlNetLoader, PerpNegGuider,
     ImageColorToMask, ModelMergeSimple, CLIPMergeSimple, ModelMergeBlocks, ModelMergeSubtract, ModelMergeAdd,
     CLIPMergeSubtract, CLIPMergeAdd, HypernetworkLoader, LoadChatGLM3, PatchModelAddDownscale,
-    SelfAttentionGuidance, CheckpointSave, ModelSave, VAESave,
+    SelfAttentionGuidance, CheckpointSave, ModelSave, VAESave, LaplaceScheduler, ExtendIntermediateSigmas,
+    SamplingPercentToSigma, SamplerDPMAdaptative, SamplerER_SDE, SamplerSASolver, DualCFGGuider,
 ]

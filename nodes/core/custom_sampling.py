@@ -40,6 +40,9 @@ class Guider(EdgeValue):
     cfg: float
     empty: Conditioning | None = None  # PerpNegGuider's empty prompt
     neg_scale: float = 1.0
+    middle: Conditioning | None = None  # DualCFGGuider's cond2 (cfg is then its cfg_conds)
+    middle_cfg: float = 1.0  # DualCFGGuider's cfg_cond2_negative
+    nested: bool = False  # DualCFGGuider's "nested" style
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,29 @@ class PerpNegGuider(Node):
                                 self.neg_scale))
 
 
+class DualCFGGuider(Node):
+    """Two conditionings against a negative: regular, cond2 guided away from the negative (cfg2)
+    plus cfg1 times cond1's gap from cond2; nested, cond1 guided away from cond2 (cfg1), then
+    that away from the negative (cfg2). For edit models: the image, then the instruction."""
+
+    class_type = "DualCFGGuider"
+    display_name = "DualCFGGuider"
+    category = "sampling/custom_sampling/guiders"
+
+    model: DiffusionModel = Link()
+    cond1: Conditioning = Link()
+    cond2: Conditioning = Link()
+    negative: Conditioning = Link()
+    cfg_conds: float = Widget(8.0, ge=0.0, le=100.0, step=0.1)
+    cfg_cond2_negative: float = Widget(8.0, ge=0.0, le=100.0, step=0.1)
+    # Added to ComfyUI's node after its first version: older workflows run "regular"
+    style: Literal["regular", "nested"] = Widget("regular", optional=True)
+
+    def execute(self, ctx) -> GuiderOut:
+        return GuiderOut(Guider(self.model, self.cond1, self.negative, self.cfg_conds, middle=self.cond2,
+                                middle_cfg=self.cfg_cond2_negative, nested=self.style == "nested"))
+
+
 class BasicGuider(Node):
     """The conditioning alone, no CFG."""
 
@@ -255,13 +281,15 @@ def run_custom(ctx, guider: Guider, noise: Noise, sampler: Sampler, sigmas: Sigm
     batch_index = list(latent.batch_index) if latent.batch_index else None
     unit_noise = torch.zeros_like(samples) if noise.seed is None else initial_noise(samples.shape, noise.seed, batch_index)
     perp_neg = None if guider.empty is None else (list(guider.empty.entries), guider.neg_scale)
-    with sampling_with_loras(ctx, guider.model, guider.positive, guider.negative, guider.empty) as model:
+    dual = None if guider.middle is None else (list(guider.middle.entries), guider.middle_cfg, guider.nested)
+    with sampling_with_loras(ctx, guider.model, guider.positive, guider.negative, guider.empty,
+                             guider.middle) as model:
         out, denoised = sample_sigmas(
             model, samples, sigmas.sigmas, unit_noise,
             positive=list(guider.positive.entries),
             negative=list(guider.negative.entries) if guider.negative is not None else [],
             seed=noise.seed or 0, cfg=guider.cfg, sampler_name=sampler.name, noise_mask=latent.noise_mask,
-            on_step=ctx.progress, sampler_options=dict(sampler.options), perp_neg=perp_neg)
+            on_step=ctx.progress, sampler_options=dict(sampler.options), perp_neg=perp_neg, dual=dual)
     return TwoLatents(Latent(out, latent.noise_mask, latent.batch_index),
                       Latent(denoised, latent.noise_mask, latent.batch_index))
 

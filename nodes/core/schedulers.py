@@ -1,5 +1,6 @@
-"""More of custom sampling's σ nodes: the polyexponential, VP, beta and Align-Your-Steps
-schedules, and SplitSigmasDenoise, FlipSigmas and SetFirstSigma."""
+"""More of custom sampling's σ nodes: the polyexponential, Laplace, VP, beta and Align-Your-Steps
+schedules, and SplitSigmasDenoise, FlipSigmas, SetFirstSigma, ExtendIntermediateSigmas and
+SamplingPercentToSigma."""
 from __future__ import annotations
 
 from typing import Literal
@@ -8,6 +9,7 @@ from engine import Link, Node, Widget
 
 from ..sd.models import DiffusionModel
 from .custom_sampling import Sigmas, SigmasOut, SplitOut
+from .primitives import FloatOut
 
 CATEGORY = "sampling/custom_sampling/schedulers"
 
@@ -26,6 +28,23 @@ class PolyexponentialScheduler(Node):
         from ..sampling.schedules import polyexponential
 
         return SigmasOut(Sigmas(polyexponential(self.steps, self.sigma_min, self.sigma_max, self.rho)))
+
+
+class LaplaceScheduler(Node):
+    class_type = "LaplaceScheduler"
+    display_name = "LaplaceScheduler"
+    category = CATEGORY
+
+    steps: int = Widget(20, ge=1, le=10000)
+    sigma_max: float = Widget(14.614642, ge=0.0, le=5000.0, step=0.01)
+    sigma_min: float = Widget(0.0291675, ge=0.0, le=5000.0, step=0.01)
+    mu: float = Widget(0.0, ge=-10.0, le=10.0, step=0.1)
+    beta: float = Widget(0.5, ge=0.0, le=10.0, step=0.1)
+
+    def execute(self, ctx) -> SigmasOut:
+        from ..sampling.schedules import laplace
+
+        return SigmasOut(Sigmas(laplace(self.steps, self.sigma_min, self.sigma_max, self.mu, self.beta)))
 
 
 class VPScheduler(Node):
@@ -127,3 +146,44 @@ class SetFirstSigma(Node):
         sigmas = self.sigmas.sigmas.clone()
         sigmas[0] = self.sigma
         return SigmasOut(Sigmas(sigmas))
+
+
+class ExtendIntermediateSigmas(Node):
+    """More steps inside part of a schedule: each interval starting within [end, start] split."""
+
+    class_type = "ExtendIntermediateSigmas"
+    display_name = "ExtendIntermediateSigmas"
+    category = "sampling/custom_sampling/sigmas"
+
+    sigmas: Sigmas = Link()
+    steps: int = Widget(2, ge=1, le=100)
+    start_at_sigma: float = Widget(-1.0, ge=-1.0, le=20000.0, step=0.01)
+    end_at_sigma: float = Widget(12.0, ge=0.0, le=20000.0, step=0.01)
+    spacing: Literal["linear", "cosine", "sine"] = Widget("linear")
+
+    def execute(self, ctx) -> SigmasOut:
+        from ..sampling.schedules import extended
+
+        return SigmasOut(Sigmas(extended(self.sigmas.sigmas, self.steps, self.start_at_sigma, self.end_at_sigma,
+                                         self.spacing)))
+
+
+class SamplingPercentToSigma(Node):
+    """The model's σ at a fraction of sampling; 0 and 1 give the window bounds other nodes use
+    (a huge σ and 0) unless `return_actual_sigma` asks for σ_max and σ_min."""
+
+    class_type = "SamplingPercentToSigma"
+    display_name = "SamplingPercentToSigma"
+    category = "sampling/custom_sampling/sigmas"
+    output_names = ("sigma_value",)
+
+    model: DiffusionModel = Link()
+    sampling_percent: float = Widget(0.0, ge=0.0, le=1.0, step=0.0001)
+    return_actual_sigma: bool = Widget(False)
+
+    def execute(self, ctx) -> FloatOut:
+        sampling = self.model.model_sampling()
+        sigma = sampling.percent_to_sigma(self.sampling_percent)
+        if self.return_actual_sigma and self.sampling_percent in (0.0, 1.0):
+            sigma = sampling.sigma_max if self.sampling_percent == 0.0 else sampling.sigma_min
+        return FloatOut(float(sigma))

@@ -8,6 +8,8 @@ import math
 
 import torch
 
+from .base import ancestral_step
+
 
 class _Solver:
     def __init__(self, denoise, x):
@@ -95,26 +97,39 @@ class _StepSize:
 
 def dpm_adaptive(denoise, x, sigmas, ctx, order: int = 3, rtol: float = 0.05, atol: float = 0.0078,
                  h_init: float = 0.05, pcoeff: float = 0.0, icoeff: float = 1.0, dcoeff: float = 0.0,
-                 accept_safety: float = 0.81):
+                 accept_safety: float = 0.81, eta: float = 0.0, s_noise: float = 1.0):
+    """With eta > 0 each step lands at the ancestral σ↓ and adds fresh noise up to its σ (the
+    seeded per-step noise of the ancestral samplers), and the controller assumes order 1.5."""
     if len(sigmas) <= 1:
         return x
+    if order not in (2, 3):
+        raise ValueError(f"dpm_adaptive's order must be 2 or 3, not {order}")
     solver = _Solver(denoise, x)
     s, t_end = _range(sigmas)
     atol_t, rtol_t = torch.tensor(atol), torch.tensor(rtol)
     x_prev = x
-    controller = _StepSize(abs(h_init), pcoeff, icoeff, dcoeff, order, accept_safety)
+    controller = _StepSize(abs(h_init), pcoeff, icoeff, dcoeff, 1.5 if eta else order, accept_safety)
+    noise = ctx.step_noise(x) if eta else None
     accepted = 0
     while s < t_end - 1e-5:
         cache: dict = {}
         t = torch.minimum(t_end, s + controller.h)
+        landing, up = t, 0.0
+        if eta:
+            down, _ = ancestral_step(solver.sigma(s), solver.sigma(t), eta)
+            landing = torch.minimum(t_end, -down.log())
+            up = (solver.sigma(t) ** 2 - solver.sigma(landing) ** 2) ** 0.5
         if order == 2:
-            x_low, x_high = solver.step_1(x, s, t, cache), solver.step_2(x, s, t, cache)
+            x_low, x_high = solver.step_1(x, s, landing, cache), solver.step_2(x, s, landing, cache)
         else:
-            x_low, x_high = solver.step_2(x, s, t, cache, r1=1 / 3), solver.step_3(x, s, t, cache)
+            x_low, x_high = solver.step_2(x, s, landing, cache, r1=1 / 3), solver.step_3(x, s, landing, cache)
         delta = torch.maximum(atol_t, rtol_t * torch.maximum(x_low.abs(), x_prev.abs()))
         error = torch.linalg.norm((x_low - x_high) / delta) / x.numel() ** 0.5
         if controller.propose(error):
-            x_prev, x, s = x_low, x_high, t
+            x_prev, x = x_low, x_high
+            if eta:
+                x = x + up * s_noise * noise(solver.sigma(s), solver.sigma(t))
+            s = t
             accepted += 1
             ctx.on_step(accepted, accepted + 1)
     return x

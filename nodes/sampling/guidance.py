@@ -211,15 +211,37 @@ def perpendicular_cfg(positive, negative, empty, cfg: float, neg_scale: float) -
     return empty + cfg * (pos - perp * neg_scale)
 
 
+def _dual_sides(positive, negative, middle, cfg1: float, cfg2: float, nested: bool, always_uncond: bool):
+    """DualCFGGuider's sides: positive, negative, middle; outside the nested style cfg2 ≈ 1
+    leaves the negative out, and both ≈ 1 the middle too (an empty side predicts 0)."""
+    if nested or always_uncond or not math.isclose(cfg2, 1.0):
+        return [positive, negative, middle]
+    return [positive, [], [] if math.isclose(cfg1, 1.0) else middle]
+
+
+def dual_cfg(positive, negative, middle, cfg1: float, cfg2: float, nested: bool, keep: dict, cfg_function):
+    """Guider_DualCFG: regular, CFG(middle vs negative, cfg2) + cfg1·(positive − middle); nested,
+    the negative + cfg2·(CFG(positive vs middle, cfg1) − negative)."""
+    if nested:
+        keep["uncond"] = middle
+        return negative + cfg2 * (cfg_function(positive, middle, cfg1) - negative)
+    keep["uncond"] = negative
+    return cfg_function(middle, negative, cfg2) + (positive - middle) * cfg1
+
+
 def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: list[CondEntry], cfg: float,
                  ms: DiscreteSampling, always_uncond: bool = False, rescale: float | None = None,
-                 pag_scale: float | None = None, perp_neg: tuple | None = None, sag=None) -> Guided:
+                 pag_scale: float | None = None, perp_neg: tuple | None = None, sag=None,
+                 dual: tuple | None = None) -> Guided:
     """CFG over both sides; with cfg ≈ 1 the negative is skipped unless `always_uncond`.
     `rescale`: RescaleCFG's multiplier; `pag_scale`: PerturbedAttentionGuidance's scale (the
     positive side is evaluated again with the middle block's self-attention perturbed);
     `perp_neg`: PerpNegGuider's (empty prompt entries, neg_scale), a third side always evaluated;
-    `sag`: SelfAttentionGuidance (sag.py), after PAG; it always evaluates the negative."""
-    if perp_neg is not None:
+    `sag`: SelfAttentionGuidance (sag.py), after PAG; it always evaluates the negative;
+    `dual`: DualCFGGuider's (middle entries, cfg2, nested), with `cfg` its cfg1 (dual_cfg)."""
+    if dual is not None:
+        given = _dual_sides(positive, negative, dual[0], cfg, dual[1], dual[2], always_uncond)
+    elif perp_neg is not None:
         given = [positive, negative, perp_neg[0]]
     elif math.isclose(cfg, 1.0) and not always_uncond and sag is None:
         given = [positive]
@@ -251,6 +273,15 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
                 counts[job.side][:, :, y:y + h, x0:x0 + w] += job.mult
         return [total / count for total, count in zip(totals, counts)]
 
+    def combine(cond, uncond, scale, x, sigma):
+        """ComfyUI's cfg_function: RescaleCFG's or plain CFG; at scale 1 the conditional side as it
+        is, unless the negative must be evaluated anyway (CFG++ samplers, SAG)."""
+        if math.isclose(scale, 1.0) and not always_uncond and sag is None:
+            return cond
+        if rescale is not None:
+            return rescaled_cfg(cond, uncond, scale, x, sigma, rescale)
+        return uncond + (cond - uncond) * scale
+
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         shape = tuple(x.shape[-2:])
         if shape not in prepared:
@@ -262,17 +293,17 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
                 prepared[shape] = [[_resolved(e, *shape) for e in side] for side in given]
         sides = prepared[shape]
         results = evaluate(sides, x, sigma)
-        if len(results) == 1:
+        if dual is not None:
+            guided = dual_cfg(*results, cfg, dual[1], dual[2], keep,
+                              lambda cond, uncond, scale: combine(cond, uncond, scale, x, sigma))
+        elif len(results) == 1:
             guided = results[0]
         elif perp_neg is not None:  # ComfyUI's PerpNegGuider takes no cfg function (RescaleCFG)
             keep["uncond"] = results[1]
             guided = perpendicular_cfg(*results, cfg, perp_neg[1])
         else:
             keep["uncond"] = results[1]
-            if rescale is not None:
-                guided = rescaled_cfg(results[0], results[1], cfg, x, sigma, rescale)
-            else:
-                guided = results[1] + (results[0] - results[1]) * cfg
+            guided = combine(results[0], results[1], cfg, x, sigma)
         if pag_scale:
             perturbed, = evaluate(sides[:1], x, sigma, perturbed=True)
             guided = guided + (results[0] - perturbed) * pag_scale

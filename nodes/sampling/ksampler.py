@@ -75,11 +75,13 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
                   positive: list[CondEntry], negative: list[CondEntry], seed: int, cfg: float, sampler_name: str,
                   noise_mask: torch.Tensor | None = None,
                   on_step: Callable[[int, int], None] = lambda done, total: None,
-                  sampler_options: dict | None = None, perp_neg: tuple | None = None):
+                  sampler_options: dict | None = None, perp_neg: tuple | None = None,
+                  dual: tuple | None = None):
     """Run a sampler over explicit σ from `noise` (unit scale) and an unscaled latent. Returns the
     unscaled result and the last step's x0 prediction (SamplerCustom's `denoised_output`).
     `sampler_options`: the sampler's own settings (eta, s_noise…), as the Sampler… nodes give them;
-    `perp_neg`: PerpNegGuider's (empty prompt entries, neg_scale)."""
+    `perp_neg`: PerpNegGuider's (empty prompt entries, neg_scale); `dual`: DualCFGGuider's
+    (middle entries, cfg2, nested), `cfg` then being its cfg1."""
     ms = model.model_sampling
     device = model.device
     scaled = latent.to(device, torch.float32) * model.latent_scale
@@ -125,8 +127,12 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         positive, negative = model.prepare(positive, seed), model.prepare(negative, seed)
         if perp_neg is not None:
             perp_neg = (model.prepare(perp_neg[0], seed), perp_neg[1])
+    if dual is not None:  # the middle conditioning counts as a negative one (Guider_DualCFG.set_conds)
+        middle = [entry.replace(prompt_type="negative") for entry in dual[0]]
+        dual = ((model.prepare(middle, seed) if model.prepare is not None else middle),) + tuple(dual[1:])
     guided = cfg_denoiser(raw, positive, negative, cfg, ms, always_uncond=sampler_name in NEEDS_UNCOND,
-                          rescale=model.cfg_rescale, pag_scale=model.pag_scale, perp_neg=perp_neg, sag=model.sag)
+                          rescale=model.cfg_rescale, pag_scale=model.pag_scale, perp_neg=perp_neg, sag=model.sag,
+                          dual=dual)
     denoise = guided
     if noise_mask is not None:
         # ddim holds the masked-out area to fresh CPU noise drawn from seed + 1, as ComfyUI does

@@ -1,6 +1,6 @@
 """SA-Solver (Xue et al. 2023): a stochastic Adams predictor (order 3) and corrector (order 4)
-in data prediction over λ = −ln σ. Stochastic only inside the middle of the schedule (σ between
-the 20 % and 80 % points, τ = 1), an ODE solver elsewhere; the PECE form re-evaluates the
+in data prediction over λ = −ln σ. Stochastic only inside the middle of the schedule (by default σ
+between the 20 % and 80 % points, τ = 1), an ODE solver elsewhere; the PECE form re-evaluates the
 corrected state. ε-prediction models have α = 1, which these formulas assume."""
 from __future__ import annotations
 
@@ -30,16 +30,35 @@ def adams_weights(lambdas, lam_s, lam_t, tau: float) -> torch.Tensor:
     return torch.linalg.solve(vandermonde.T, moments)
 
 
+def simple_order_2_weights(lambdas, lam_s, lam_t, tau: float, corrector: bool) -> torch.Tensor:
+    """SamplerSASolver's `simple_order_2`: closed-form two-estimate weights instead of the solve."""
+    stretch, h = 1 + tau ** 2, lam_t - lam_s
+    whole = (-h * stretch).expm1().neg()
+    if corrector:
+        newer = 0.5 * stretch * h
+        return torch.stack([whole - newer, newer])
+    older = 0.5 * stretch * h ** 2 / (lambdas[-2] - lam_s)
+    return torch.stack([older, whole - older])
+
+
 def sa_solver(denoise: Denoiser, x, sigmas, ctx: SamplingContext, s_noise: float = 1.0,
-              predictor_order: int = 3, corrector_order: int = 4, pece: bool = False):
+              predictor_order: int = 3, corrector_order: int = 4, pece: bool = False,
+              tau_window: tuple[float, float, float] | None = None, simple_order_2: bool = False):
+    """`tau_window`: (σ start, σ end, η), the stochastic stretch; by default the 20 %–80 % points
+    of the model's schedule with η = 1."""
     if len(sigmas) <= 1:
         return x
     noise = ctx.step_noise(x)
     lambdas = lambda_of(sigmas)
-    window = (ctx.percent_to_sigma(0.2), ctx.percent_to_sigma(0.8))
+    start, end, eta = tau_window or (ctx.percent_to_sigma(0.2), ctx.percent_to_sigma(0.8), 1.0)
 
     def tau_at(sigma) -> float:
-        return 1.0 if window[0] >= float(sigma) >= window[1] else 0.0
+        return eta if eta > 0 and start >= float(sigma) >= end else 0.0
+
+    def weights_for(window, lam_s, lam_t, tau, corrector: bool):
+        if simple_order_2 and window.shape[0] == 2:
+            return simple_order_2_weights(window, lam_s, lam_t, tau, corrector)
+        return adams_weights(window, lam_s, lam_t, tau)
 
     x_pred, h, tau, step_noise = x, 0.0, 0.0, 0.0
     estimates: list[torch.Tensor] = []  # oldest first
@@ -57,7 +76,7 @@ def sa_solver(denoise: Denoiser, x, sigmas, ctx: SamplingContext, s_noise: float
         if c_order == 0:
             x = x_pred
         else:
-            weights = adams_weights(lambdas[i - c_order + 1:i + 1], lambdas[i - 1], lambdas[i], tau)
+            weights = weights_for(lambdas[i - c_order + 1:i + 1], lambdas[i - 1], lambdas[i], tau, corrector=True)
             x = sigmas[i] / sigmas[i - 1] * (-(tau ** 2) * h).exp() * x + _combine(estimates[-c_order:], weights)
             if tau > 0 and s_noise > 0:
                 x = x + step_noise
@@ -69,7 +88,7 @@ def sa_solver(denoise: Denoiser, x, sigmas, ctx: SamplingContext, s_noise: float
             x_pred = denoised
         else:
             tau = tau_at(sigmas[i + 1])
-            weights = adams_weights(lambdas[i - p_order + 1:i + 1], lambdas[i], lambdas[i + 1], tau)
+            weights = weights_for(lambdas[i - p_order + 1:i + 1], lambdas[i], lambdas[i + 1], tau, corrector=False)
             h = lambdas[i + 1] - lambdas[i]
             x_pred = sigmas[i + 1] / sigmas[i] * (-(tau ** 2) * h).exp() * x + _combine(estimates[-p_order:], weights)
             if tau > 0 and s_noise > 0:

@@ -340,13 +340,17 @@ def euler_cfg_pp(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
     return x
 
 
-def er_sde(denoise: Denoiser, x, sigmas, ctx: SamplingContext, s_noise: float = 1.0, max_stage: int = 3):
+def er_sde(denoise: Denoiser, x, sigmas, ctx: SamplingContext, s_noise: float = 1.0, max_stage: int = 3,
+           reverse_time_eta: float | None = None):
     """Extended reverse-time SDE solver (Cui et al. 2023, VE ER-SDE-Solver-3) for VE models, where
     λ = σ: up to third-order terms from earlier estimates, integrals by 200-point sums, noise
-    scaled by f(λ) = λ(e^{λ^0.3} + 10)."""
+    scaled by f(λ) = λ(e^{λ^0.3} + 10); or, given `reverse_time_eta` (SamplerER_SDE's
+    reverse-time SDE and ODE), by f(λ) = λ^(η+1)."""
     noise = ctx.step_noise(x)
 
     def scaler(lam):
+        if reverse_time_eta is not None:
+            return lam ** (reverse_time_eta + 1)
         return lam * (lam ** 0.3).exp() + 10.0 * lam
 
     points = torch.arange(0, 200.0, dtype=torch.float32, device=x.device)

@@ -43,6 +43,33 @@ def variance_preserving(n: int, beta_d: float = 19.9, beta_min: float = 0.1, eps
     return _append_zero(torch.sqrt(torch.exp(beta_d * t ** 2 / 2 + beta_min * t) - 1))
 
 
+def laplace(n: int, sigma_min: float, sigma_max: float, mu: float = 0.0, beta: float = 0.5) -> torch.Tensor:
+    """Tiankai et al. (2024): log σ spaced by a Laplace distribution's quantiles around `mu`,
+    clamped to [σ_min, σ_max]. As in ComfyUI, n values and no final 0: the run stops at σ_min."""
+    x = torch.linspace(0, 1, n)
+    lam = mu - beta * torch.sign(0.5 - x) * torch.log(1 - 2 * torch.abs(0.5 - x) + 1e-5)
+    return torch.clamp(torch.exp(lam), min=sigma_min, max=sigma_max)
+
+
+def extended(sigmas: torch.Tensor, steps: int, start_at_sigma: float, end_at_sigma: float,
+             spacing: str) -> torch.Tensor:
+    """`steps − 1` σ inserted into every interval whose upper end lies in [end, start]
+    (start < 0: no upper bound), spaced linearly or by a quarter sine / cosine."""
+    if start_at_sigma < 0:
+        start_at_sigma = float("inf")
+    shape = {"linear": lambda t: t, "cosine": lambda t: torch.sin(t * math.pi / 2),
+             "sine": lambda t: 1 - torch.cos(t * math.pi / 2)}[spacing]
+    fractions = shape(torch.linspace(0, 1, steps + 1)[1:-1])
+    out: list[float] = []
+    for current, following in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
+        out.append(current)
+        if end_at_sigma <= current <= start_at_sigma:
+            out.extend((fractions * (following - current) + current).tolist())
+    if len(sigmas) > 0:
+        out.append(float(sigmas[-1]))
+    return torch.tensor(out, dtype=torch.float32)
+
+
 def align_your_steps(model_type: str, steps: int, denoise: float = 1.0) -> torch.Tensor:
     """The table, log-linearly interpolated to `steps`, its last `steps·denoise` steps, ending at 0."""
     import numpy as np
