@@ -17,7 +17,7 @@ from .core.image_filters import ImageBlend, ImageBlur, ImageSharpen
 from .core.image_ops import (EmptyImage, GetImageSize, ImageBatch, ImageColorToMask, ImageCrop, ImageInvert,
                              ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageToMask,
                              MaskToImage)
-from .core.inpaint import InpaintModelConditioning
+from .core.inpaint import InpaintModelConditioning, InstructPixToPixConditioning
 from .core.ksampler import KSampler, KSamplerAdvanced
 from .core.latent import (EmptyLatentImage, LatentComposite, LatentFromBatch, LatentUpscale, LatentUpscaleBy,
                           RepeatLatentBatch, SetLatentNoiseMask)
@@ -84,4 +84,5 @@ ALL_NODES = [
     CLIPMergeSubtract, CLIPMergeAdd, HypernetworkLoader, LoadChatGLM3, PatchModelAddDownscale,
     SelfAttentionGuidance, CheckpointSave, ModelSave, VAESave, LaplaceScheduler, ExtendIntermediateSigmas,
     SamplingPercentToSigma, SamplerDPMAdaptative, SamplerER_SDE, SamplerSASolver, DualCFGGuider,
+    InstructPixToPixConditioning,
 ]

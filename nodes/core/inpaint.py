@@ -1,6 +1,8 @@
-"""InpaintModelConditioning: inpainting through the conditioning, as ComfyUI's node does. The
-latent to sample is the whole image's; the masked image's latent and the mask travel on both
-sides' entries, where an inpainting UNet takes them as its extra input channels."""
+"""InpaintModelConditioning and InstructPixToPixConditioning: an image through the conditioning,
+as ComfyUI's nodes do. For inpainting, the latent to sample is the whole image's; the masked
+image's latent and the mask travel on both sides' entries, where an inpainting UNet takes them as
+its extra input channels. For InstructPix2Pix, the image's latent travels, and sampling starts
+from an empty latent of its size."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,3 +53,24 @@ class InpaintModelConditioning(Node):
                         noise_mask=mask if self.noise_mask else None)
         return InpaintOut(self.positive.map(concat_latent=concat, concat_mask=mask),
                           self.negative.map(concat_latent=concat, concat_mask=mask), latent)
+
+
+class InstructPixToPixConditioning(Node):
+    """Encode the image to edit: both conditionings carry its latent, which an InstructPix2Pix
+    UNet takes as its extra input channels; the latent to sample is zeros of its size."""
+
+    class_type = "InstructPixToPixConditioning"
+    display_name = "InstructPixToPixConditioning"
+    category = "conditioning/instructpix2pix"
+
+    positive: Conditioning = Link()
+    negative: Conditioning = Link()
+    vae: VAE = Link()
+    pixels: Image = Link()
+
+    def execute(self, ctx) -> InpaintOut:
+        import torch
+
+        concat = encode_pixels(ctx, self.vae, crop_to_multiple_of_8(self.pixels.pixels[..., :3]))
+        return InpaintOut(self.positive.map(concat_latent=concat), self.negative.map(concat_latent=concat),
+                          Latent(torch.zeros_like(concat)))

@@ -24,6 +24,7 @@ RawPredictor = Callable[[torch.Tensor, torch.Tensor, list[CondEntry], tuple[int,
 
 # "Zero" pixels (mid grey) in SD's latent space: what an inpainting model sees without a mask
 BLANK_INPAINT_LATENT = (0.8223, -0.6876, 0.6364, 0.1380)
+IP2P_CHANNELS = 4  # an InstructPix2Pix UNet's extra input: the image latent (inpainting UNets take 5)
 
 
 @dataclass(frozen=True)
@@ -94,19 +95,23 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
     concats: dict[int | None, torch.Tensor] = {}
 
     def concat_of(entry: CondEntry) -> torch.Tensor:
-        """An inpainting UNet's extra channels for an entry (ComfyUI's concat_cond): its own
-        masked image and mask, or the sampled latent and noise mask."""
+        """A UNet's extra channels for an entry (ComfyUI's concat_cond). An inpainting UNet's: the
+        entry's masked image and mask, or the sampled latent and noise mask. An InstructPix2Pix
+        UNet's (4 channels): the entry's image latent, unscaled as ComfyUI's IP2P models take it,
+        or zeros."""
         key = None if entry.concat_latent is None else id(entry)
         if key not in concats:
+            edit = model.concat_channels == IP2P_CHANNELS
             if key is None:
-                concats[key] = _inpaint_concat(noise_mask, scaled)
+                concats[key] = torch.zeros_like(scaled) if edit else _inpaint_concat(noise_mask, scaled)
             else:
-                image = entry.concat_latent.to(device, torch.float32) * model.latent_scale
+                image = entry.concat_latent.to(device, torch.float32) * (1.0 if edit else model.latent_scale)
                 if image.shape[1:] != scaled.shape[1:]:
                     from ..core.resample import common_upscale
 
                     image = common_upscale(image, scaled.shape[-1], scaled.shape[-2], "bilinear", "center")
-                concats[key] = _inpaint_concat(entry.concat_mask, resize_to_batch(image, batch))
+                image = resize_to_batch(image, batch)
+                concats[key] = image if edit else _inpaint_concat(entry.concat_mask, image)
         return concats[key]
 
     def raw(x_part, sigma_part, entries, areas, perturbed: bool = False):

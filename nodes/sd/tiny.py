@@ -103,11 +103,12 @@ def _save(path: Path, state: dict) -> None:
     save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}, str(path))
 
 
-def write_sd15(path: Path, seed: int = 0) -> Path:
+def write_sd15(path: Path, seed: int = 0, in_channels: int = 4) -> Path:
+    """`in_channels` 8 makes an InstructPix2Pix checkpoint, 9 an inpainting one."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    state = _prefixed("model.diffusion_model.", _unet(SD15_UNET, generator))
+    state = _prefixed("model.diffusion_model.", _unet({**SD15_UNET, "in_channels": in_channels}, generator))
     state |= _prefixed("cond_stage_model.transformer.", _clip(CLIP_L, generator, projected=False))
     state |= _prefixed("first_stage_model.", _vae(generator))
     _save(path, state)
