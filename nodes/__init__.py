@@ -28,7 +28,8 @@ from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMa
                         ThresholdMask)
 from .core.model_merging import (CLIPMergeAdd, CLIPMergeSimple, CLIPMergeSubtract, ModelMergeAdd, ModelMergeBlocks,
                                  ModelMergeSimple, ModelMergeSubtract)
-from .core.model_patches import (DifferentialDiffusion, FreeU, FreeU_V2, HypernetworkLoader, ModelSamplingDiscrete,
+from .core.model_patches import (DifferentialDiffusion, FreeU, FreeU_V2, HypernetworkLoader,
+                                 ModelSamplingContinuousEDM, ModelSamplingContinuousV, ModelSamplingDiscrete,
                                  PatchModelAddDownscale, PerturbedAttentionGuidance, RescaleCFG,
                                  SelfAttentionGuidance)
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
@@ -84,5 +85,5 @@ ALL_NODES = [
     CLIPMergeSubtract, CLIPMergeAdd, HypernetworkLoader, LoadChatGLM3, PatchModelAddDownscale,
     SelfAttentionGuidance, CheckpointSave, ModelSave, VAESave, LaplaceScheduler, ExtendIntermediateSigmas,
     SamplingPercentToSigma, SamplerDPMAdaptative, SamplerER_SDE, SamplerSASolver, DualCFGGuider,
-    InstructPixToPixConditioning,
+    InstructPixToPixConditioning, ModelSamplingContinuousEDM, ModelSamplingContinuousV,
 ]

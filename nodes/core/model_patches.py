@@ -1,7 +1,8 @@
 """Nodes that change how a MODEL samples without touching its weights: ModelSamplingDiscrete
-(the prediction type and zero-terminal-SNR schedule), RescaleCFG, PerturbedAttentionGuidance,
-DifferentialDiffusion, FreeU, FreeU_V2, SelfAttentionGuidance, PatchModelAddDownscale and
-HypernetworkLoader. They return a new handle; the UNet loaded for it is the same."""
+(the prediction type and zero-terminal-SNR schedule), ModelSamplingContinuousEDM / V, RescaleCFG,
+PerturbedAttentionGuidance, DifferentialDiffusion, FreeU, FreeU_V2, SelfAttentionGuidance,
+PatchModelAddDownscale and HypernetworkLoader. They return a new handle; the UNet loaded for it
+is the same."""
 from __future__ import annotations
 
 import dataclasses
@@ -33,7 +34,51 @@ class ModelSamplingDiscrete(Node):
 
     def execute(self, ctx) -> ModelOut:
         return ModelOut(dataclasses.replace(self.model, prediction=PREDICTIONS[self.sampling],
-                                            zero_terminal_snr=self.zsnr))
+                                            zero_terminal_snr=self.zsnr, continuous=None))
+
+
+def _continuous_kind(value, vctx) -> str | None:
+    if value in ("edm_playground_v2.5", "cosmos_rflow"):
+        return (f"sampling {value!r} needs a latent format or a flow model run-graph does not have; "
+                "supported: v_prediction, edm, eps")
+    return None
+
+
+class ModelSamplingContinuousEDM(Node):
+    """Sample the model on continuous σ in [sigma_min, sigma_max], as an EDM, v or eps model."""
+
+    class_type = "ModelSamplingContinuousEDM"
+    display_name = "ModelSamplingContinuousEDM"
+    category = "advanced/model"
+
+    model: DiffusionModel = Link()
+    sampling: Literal["v_prediction", "edm", "edm_playground_v2.5", "eps", "cosmos_rflow"] = Widget(
+        "v_prediction", check=_continuous_kind)
+    sigma_max: float = Widget(120.0, ge=0.0, le=1000.0, step=0.001)
+    sigma_min: float = Widget(0.002, ge=0.0, le=1000.0, step=0.001)
+
+    def execute(self, ctx) -> ModelOut:
+        prediction = {"v_prediction": "v", "edm": "edm", "eps": "eps"}[self.sampling]
+        sigma_data = 0.5 if self.sampling == "edm" else 1.0
+        return ModelOut(dataclasses.replace(self.model, prediction=prediction, zero_terminal_snr=False,
+                                            continuous=(self.sigma_min, self.sigma_max, sigma_data, False)))
+
+
+class ModelSamplingContinuousV(Node):
+    """Continuous v-prediction with t = 2·atan(σ)/π."""
+
+    class_type = "ModelSamplingContinuousV"
+    display_name = "ModelSamplingContinuousV"
+    category = "advanced/model"
+
+    model: DiffusionModel = Link()
+    sampling: Literal["v_prediction"] = Widget("v_prediction")
+    sigma_max: float = Widget(500.0, ge=0.0, le=1000.0, step=0.001)
+    sigma_min: float = Widget(0.03, ge=0.0, le=1000.0, step=0.001)
+
+    def execute(self, ctx) -> ModelOut:
+        return ModelOut(dataclasses.replace(self.model, prediction="v", zero_terminal_snr=False,
+                                            continuous=(self.sigma_min, self.sigma_max, 1.0, True)))
 
 
 class RescaleCFG(Node):

@@ -38,6 +38,7 @@ class SamplingModel:
     pag_scale: float | None = None  # PerturbedAttentionGuidance: predict() takes perturbed=True
     differential_diffusion: float | None = None  # its strength: the noise mask becomes a moving threshold
     wants_sigma: bool = False  # predict() takes sigma= (patches that act in a σ window: Deep Shrink)
+    ip2p_scale: float = 1.0  # an InstructPix2Pix UNet's image latent is taken × this (CosXL edit: the latent scale)
     sag: Any = None  # SelfAttentionGuidance (sag.py): its settings and the recorded attention map
     # the family's last word on the entries once the seed is known (SDXL: unCLIP's pooled vector)
     prepare: Callable[[list[CondEntry], int], list[CondEntry]] | None = None
@@ -97,15 +98,15 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
     def concat_of(entry: CondEntry) -> torch.Tensor:
         """A UNet's extra channels for an entry (ComfyUI's concat_cond). An inpainting UNet's: the
         entry's masked image and mask, or the sampled latent and noise mask. An InstructPix2Pix
-        UNet's (4 channels): the entry's image latent, unscaled as ComfyUI's IP2P models take it,
-        or zeros."""
+        UNet's (4 channels): the entry's image latent, unscaled as ComfyUI's IP2P models take it
+        (scaled for an EDM one, CosXL edit), or zeros."""
         key = None if entry.concat_latent is None else id(entry)
         if key not in concats:
             edit = model.concat_channels == IP2P_CHANNELS
             if key is None:
                 concats[key] = torch.zeros_like(scaled) if edit else _inpaint_concat(noise_mask, scaled)
             else:
-                image = entry.concat_latent.to(device, torch.float32) * (1.0 if edit else model.latent_scale)
+                image = entry.concat_latent.to(device, torch.float32) * (model.ip2p_scale if edit else model.latent_scale)
                 if image.shape[1:] != scaled.shape[1:]:
                     from ..core.resample import common_upscale
 

@@ -1,4 +1,5 @@
-"""ModelSamplingDiscrete: the 1000-step σ table of SD/SDXL and how a denoiser sees it.
+"""ModelSamplingDiscrete: the 1000-step σ table of SD/SDXL and how a denoiser sees it; and the
+continuous σ of EDM-style models (ModelSamplingContinuousEDM / V).
 
 Samplers live in VE space (`x = x0 + σ·n`); the UNet sees `x·c_in` and the nearest *integer*
 timestep, and its output is turned back into a denoised estimate by the prediction type.
@@ -13,7 +14,7 @@ import torch
 
 # eps and v: what SD/SDXL checkpoints predict; x0, lcm and img_to_img: ModelSamplingDiscrete's
 # other choices (lcm also samples on its distilled 50-step table, see LcmSampling)
-Prediction = Literal["eps", "v", "x0", "lcm", "img_to_img"]
+Prediction = Literal["eps", "v", "x0", "lcm", "img_to_img", "edm"]
 
 
 def _sigma_table(linear_start: float, linear_end: float, timesteps: int, zero_terminal_snr: bool) -> torch.Tensor:
@@ -140,7 +141,60 @@ class LcmSampling(DiscreteSampling):
         return c_out * x0 + c_skip * model_input
 
 
-def model_sampling(prediction: str, zero_terminal_snr: bool = False) -> DiscreteSampling:
+@dataclass(frozen=True, eq=False)
+class ContinuousSampling(DiscreteSampling):
+    """ComfyUI's ModelSamplingContinuousEDM (and ContinuousV): σ anywhere in [σ_min, σ_max], the
+    UNet given t = ¼·ln σ (or, `arctan`, 2·atan(σ)/π), inputs scaled by 1/√(σ² + σ_data²), and
+    eps, v or EDM outputs with σ_data. The 1000-entry table, log-spaced, serves the schedulers."""
+
+    prediction: Prediction = "v"
+    sigma_low: float = 0.002
+    sigma_high: float = 120.0
+    sigma_data: float = 1.0
+    arctan: bool = False
+
+    def __post_init__(self):
+        sigmas = torch.linspace(math.log(self.sigma_low), math.log(self.sigma_high), 1000).exp()
+        object.__setattr__(self, "sigmas", sigmas)
+        object.__setattr__(self, "log_sigmas", sigmas.log())
+
+    def timestep(self, sigma) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=torch.float32)
+        return sigma.atan() / math.pi * 2 if self.arctan else 0.25 * sigma.log()
+
+    def sigma(self, timestep) -> torch.Tensor:
+        timestep = torch.as_tensor(timestep, dtype=torch.float32)
+        return (timestep * math.pi / 2).tan() if self.arctan else (timestep / 0.25).exp()
+
+    def percent_to_sigma(self, percent: float) -> float:
+        if percent <= 0.0:
+            return 999999999.9
+        if percent >= 1.0:
+            return 0.0
+        low = math.log(self.sigma_min)
+        return math.exp((math.log(self.sigma_max) - low) * (1.0 - percent) + low)
+
+    def model_input(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = sigma.reshape(sigma.shape[:1] + (1,) * (x.ndim - 1))
+        return x / (sigma ** 2 + self.sigma_data ** 2) ** 0.5
+
+    def denoised(self, sigma: torch.Tensor, model_output: torch.Tensor, model_input: torch.Tensor) -> torch.Tensor:
+        if self.prediction == "eps":
+            return super().denoised(sigma, model_output, model_input)
+        sigma = sigma.reshape(sigma.shape[:1] + (1,) * (model_output.ndim - 1))
+        data = self.sigma_data
+        skip = model_input * data ** 2 / (sigma ** 2 + data ** 2)
+        out = model_output * sigma * data / (sigma ** 2 + data ** 2) ** 0.5
+        return skip + out if self.prediction == "edm" else skip - out
+
+
+def model_sampling(prediction: str, zero_terminal_snr: bool = False, continuous: tuple | None = None
+                   ) -> DiscreteSampling:
+    """`continuous`: (σ_min, σ_max, σ_data, arctan timesteps) for ContinuousSampling."""
+    if continuous is not None:
+        low, high, data, arctan = continuous
+        return ContinuousSampling(prediction=prediction, sigma_low=low, sigma_high=high, sigma_data=data,
+                                  arctan=arctan)
     if prediction == "lcm":
         return LcmSampling(zero_terminal_snr=zero_terminal_snr)
     return DiscreteSampling(prediction=prediction, zero_terminal_snr=zero_terminal_snr)

@@ -28,6 +28,7 @@ class CheckpointInfo:
     unet_config: dict
     prediction: str  # "eps" | "v"
     zero_terminal_snr: bool = False
+    continuous: tuple | None = None  # an EDM v-prediction checkpoint's (σ_min, σ_max, σ_data, False)
 
 
 def unet_prefix(names) -> str:
@@ -103,4 +104,15 @@ def detect(file: CheckpointFile) -> CheckpointInfo:
     prefix = unet_prefix(names)
     config = unet_config(names, prefix, family)
     prediction = family.prediction(file, prefix)
-    return CheckpointInfo(family, prefix, config, prediction, zero_terminal_snr="ztsnr" in names)
+    continuous = edm_vpred(file) if family.size_conditioning == "sdxl" else None
+    return CheckpointInfo(family, prefix, config, "v" if continuous else prediction,
+                          zero_terminal_snr="ztsnr" in names, continuous=continuous)
+
+
+def edm_vpred(file) -> tuple | None:
+    """ComfyUI's V_PREDICTION_EDM SDXL checkpoints (CosXL) say so with `edm_vpred.sigma_max` (and
+    optionally `.sigma_min`): continuous σ, v-prediction, σ_data 1."""
+    if "edm_vpred.sigma_max" not in file.shapes:
+        return None
+    scalars = file.tensors("edm_vpred.")
+    return (float(scalars["sigma_min"]) if "sigma_min" in scalars else 0.002, float(scalars["sigma_max"]), 1.0, False)

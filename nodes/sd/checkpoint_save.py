@@ -28,7 +28,8 @@ PREDICT_KEYS = {"eps": "epsilon", "v": "v"}
 
 
 def unet_state(ctx, model: DiffusionModel, stack: ExitStack) -> dict:
-    """The UNet's weights, patched for as long as `stack` is open, plus ComfyUI's marker keys."""
+    """The UNet's weights, patched for as long as `stack` is open, plus ComfyUI's marker keys
+    (v_pred, ztsnr, edm_vpred.*)."""
     import torch
 
     from .lora import patched, unet_changes
@@ -38,7 +39,11 @@ def unet_state(ctx, model: DiffusionModel, stack: ExitStack) -> dict:
     stack.enter_context(patched(unet, unet_changes(ctx, unet, model.loras), change))
     state = {"model.diffusion_model." + k: v for k, v in
              to_ldm(unet.state_dict(), unet_ldm_names(dict(unet.config))).items()}
-    if model.prediction == "v":
+    if model.continuous is not None and model.prediction == "v" and not model.continuous[3]:
+        # ComfyUI's marker for an EDM v-prediction model, read back by checkpoint loaders
+        state["edm_vpred.sigma_max"] = torch.tensor(model.continuous[1]).float()
+        state["edm_vpred.sigma_min"] = torch.tensor(model.continuous[0]).float()
+    elif model.prediction == "v":
         state["v_pred"] = torch.tensor([])
     if model.zero_terminal_snr:
         state["ztsnr"] = torch.tensor([])
@@ -99,7 +104,7 @@ def model_metadata(model: DiffusionModel) -> dict[str, str]:
     if model.family_name in ARCHITECTURES:
         metadata = {"modelspec.architecture": ARCHITECTURES[model.family_name], "modelspec.sai_model_spec": "1.0.0",
                     "modelspec.implementation": "sgm", "modelspec.title": ""}
-    if model.prediction in PREDICT_KEYS:
+    if model.prediction in PREDICT_KEYS and model.continuous is None:
         metadata["modelspec.predict_key"] = PREDICT_KEYS[model.prediction]
     return metadata
 

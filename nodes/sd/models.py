@@ -74,6 +74,8 @@ class DiffusionModel(EdgeValue):
     freeu: Any = None  # FreeU / FreeU_V2 settings (sd.freeu.FreeU)
     deep_shrink: Any = None  # PatchModelAddDownscale's settings (sd.deep_shrink.DeepShrink)
     sag: tuple[float, float] | None = None  # SelfAttentionGuidance's (scale, blur_sigma)
+    continuous: tuple | None = None  # continuous σ: (σ_min, σ_max, σ_data, arctan timesteps)
+    stored_edm: bool = False  # the file itself is an EDM v-prediction model (ComfyUI's V_PREDICTION_EDM)
     hypernetworks: tuple = ()  # (Hypernetwork handle, strength), in the order they apply
 
     @property
@@ -93,7 +95,7 @@ class DiffusionModel(EdgeValue):
     def model_sampling(self):
         from ..sampling.model_sampling import model_sampling
 
-        return model_sampling(self.prediction, self.zero_terminal_snr)
+        return model_sampling(self.prediction, self.zero_terminal_snr, self.continuous)
 
     def load(self) -> Any:
         from diffusers import UNet2DConditionModel
@@ -276,6 +278,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
                          cfg_rescale=handle.cfg_rescale, pag_scale=handle.pag_scale,
                          differential_diffusion=handle.differential_diffusion,
                          wants_sigma=handle.deep_shrink is not None, sag=sag,
+                         ip2p_scale=family.latent_scale if handle.stored_edm else 1.0,
                          prepare=with_image_pooled if family.size_conditioning else None)
 
 

@@ -58,7 +58,7 @@ def unet_family(config: dict) -> Family:
 
 
 def unet_handle(path, device: str, weight_dtype: str = "default") -> DiffusionModel:
-    from .checkpoint import unet_config, unet_prefix
+    from .checkpoint import edm_vpred, unet_config, unet_prefix
 
     file = CheckpointFile(path)
     layout = "ldm"
@@ -68,9 +68,11 @@ def unet_handle(path, device: str, weight_dtype: str = "default") -> DiffusionMo
     provisional = unet_config(file.shapes, prefix, SD2)  # head layout aside, the shapes say the family
     family = unet_family(provisional)
     config = unet_config(file.shapes, prefix, family)
+    continuous = edm_vpred(file) if family.size_conditioning == "sdxl" and layout == "ldm" else None
     return DiffusionModel(str(path), family.name, prefix, json.dumps(config, sort_keys=True),
-                          family.prediction(file, prefix), device, "ztsnr" in file.shapes, weight_dtype=weight_dtype,
-                          layout=layout)
+                          "v" if continuous else family.prediction(file, prefix), device, "ztsnr" in file.shapes,
+                          weight_dtype=weight_dtype, layout=layout, continuous=continuous,
+                          stored_edm=continuous is not None)
 
 
 class DiffusersUnetView:
