@@ -1,4 +1,7 @@
 """The built-in node pack. `ALL_NODES` is what the `run_graph.nodes` entry point publishes."""
+from .core.alpha import JoinImageWithAlpha, PorterDuffImageComposite, SplitImageWithAlpha
+from .core.attention_multiply import (CLIPAttentionMultiply, UNetCrossAttentionMultiply, UNetSelfAttentionMultiply,
+                                     UNetTemporalAttentionMultiply)
 from .core.canny import Canny
 from .core.clip_vision import CLIPVisionEncode, CLIPVisionLoader, unCLIPConditioning
 from .core.composite import ImageCompositeMasked, LatentCompositeMasked
@@ -6,7 +9,7 @@ from .core.conditioning import (ConditioningAverage, ConditioningCombine, Condit
                                 ConditioningSetArea, ConditioningSetAreaPercentage, ConditioningSetAreaStrength,
                                 ConditioningSetMask, ConditioningSetTimestepRange, ConditioningZeroOut)
 from .core.controlnet import ControlNetApply, ControlNetApplyAdvanced, ControlNetLoader, DiffControlNetLoader
-from .core.custom_sampling import (BasicGuider, BasicScheduler, CFGGuider, DisableNoise, DualCFGGuider,
+from .core.custom_sampling import (AddNoise, BasicGuider, BasicScheduler, CFGGuider, DisableNoise, DualCFGGuider,
                                    ExponentialScheduler,
                                    KarrasScheduler, KSamplerSelect, PerpNegGuider, RandomNoise, SamplerCustom,
                                    SamplerCustomAdvanced, SDTurboScheduler, SplitSigmas)
@@ -40,6 +43,8 @@ from .core.sampler_nodes import (SamplerDPMAdaptative, SamplerDPMPP_2M_SDE, Samp
 from .core.schedulers import (AlignYourStepsScheduler, BetaSamplingScheduler, ExtendIntermediateSigmas, FlipSigmas,
                               LaplaceScheduler, PolyexponentialScheduler, SamplingPercentToSigma, SetFirstSigma,
                               SplitSigmasDenoise, VPScheduler)
+from .core.strings import (CaseConverter, RegexExtract, RegexMatch, RegexReplace, StringCompare, StringConcatenate,
+                           StringContains, StringLength, StringReplace, StringSubstring, StringTrim)
 from .core.upscale_model import ImageUpscaleWithModel, UpscaleModelLoader
 from .core.vae import VAEDecode, VAEEncode, VAEEncodeForInpaint, VAELoader
 from .core.vae_tiled import VAEDecodeTiled, VAEEncodeTiled
@@ -85,5 +90,9 @@ ALL_NODES = [
     CLIPMergeSubtract, CLIPMergeAdd, HypernetworkLoader, LoadChatGLM3, PatchModelAddDownscale,
     SelfAttentionGuidance, CheckpointSave, ModelSave, VAESave, LaplaceScheduler, ExtendIntermediateSigmas,
     SamplingPercentToSigma, SamplerDPMAdaptative, SamplerER_SDE, SamplerSASolver, DualCFGGuider,
-    InstructPixToPixConditioning, ModelSamplingContinuousEDM, ModelSamplingContinuousV,
+    InstructPixToPixConditioning, ModelSamplingContinuousEDM, ModelSamplingContinuousV, AddNoise,
+    UNetSelfAttentionMultiply, UNetCrossAttentionMultiply, CLIPAttentionMultiply, UNetTemporalAttentionMultiply,
+    PorterDuffImageComposite, SplitImageWithAlpha, JoinImageWithAlpha, StringConcatenate, StringSubstring,
+    StringLength, CaseConverter, StringTrim, StringReplace, StringContains, StringCompare, RegexMatch, RegexExtract,
+    RegexReplace,
 ]

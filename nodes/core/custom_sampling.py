@@ -10,6 +10,7 @@ from ..sampling.conditioning import Conditioning
 from ..sampling.names import SAMPLER_NAMES, SCHEDULERS
 from ..sd.models import DiffusionModel
 from ..types import Latent
+from .latent import LatentOut
 
 
 @dataclass(frozen=True)
@@ -332,3 +333,37 @@ class SamplerCustomAdvanced(Node):
 
     def execute(self, ctx) -> TwoLatents:
         return run_custom(ctx, self.guider, self.noise, self.sampler, self.sigmas, self.latent_image)
+
+
+class AddNoise(Node):
+    """The latent with the seed's noise added at the schedule's span (|σ_first − σ_last|), as
+    ComfyUI's experimental node does; an all-zero latent is not scaled first."""
+
+    class_type = "AddNoise"
+    display_name = "AddNoise"
+    category = "_for_testing/custom_sampling/noise"
+
+    model: DiffusionModel = Link()
+    noise: Noise = Link()
+    sigmas: Sigmas = Link()
+    latent_image: Latent = Link()
+
+    def execute(self, ctx) -> LatentOut:
+        import dataclasses
+
+        import torch
+
+        from ..sampling.noise import initial_noise
+
+        sigmas, latent = self.sigmas.sigmas, self.latent_image
+        if len(sigmas) == 0:
+            return LatentOut(latent)
+        samples = latent.samples
+        batch_index = list(latent.batch_index) if latent.batch_index else None
+        noise = torch.zeros_like(samples) if self.noise.seed is None else \
+            initial_noise(samples.shape, self.noise.seed, batch_index)
+        scale = (sigmas[0] - sigmas[-1]).abs() if len(sigmas) > 1 else sigmas[0]
+        factor = self.model.family.latent_scale
+        scaled = samples * factor if torch.count_nonzero(samples) > 0 else samples
+        noisy = self.model.model_sampling().noise_scaling(scale, noise, scaled) / factor
+        return LatentOut(dataclasses.replace(latent, samples=torch.nan_to_num(noisy, nan=0.0, posinf=0.0, neginf=0.0)))

@@ -21,7 +21,7 @@ from engine import ModelLoadError
 
 from ..core.ldm_keys import unet_ldm_names
 from ..core.state_files import CheckpointFile
-from .models import LoraPatch
+from .models import LoraPatch, ScalePatch
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +248,11 @@ def _steps(module, changes) -> dict[str, list]:
     steps: dict[str, list] = {}
     names = [name for name, _ in module.named_parameters()]
     for name, adapter, strength in changes:
+        if isinstance(adapter, ScalePatch):
+            for parameter in names:
+                if (factor := adapter.factor(parameter)) != 1.0:
+                    steps.setdefault(parameter, []).append(lambda w, f=factor: w * f)
+            continue
         if isinstance(adapter, Merge):
             for parameter in names:
                 own, theirs = adapter.factors(parameter)
@@ -306,6 +311,8 @@ def tower_changes(ctx, model, spec, clip) -> list:
             tower = next(t for t in patch.other.towers if t.spec.name == spec.name)
             other = ctx.models.get(tower)
             changes.append(("", Merge(other, tuple(tower_changes(ctx, other, spec, patch.other)), patch), 1.0))
+        elif isinstance(patch, ScalePatch):
+            changes.append(("", patch, 1.0))
         else:
             changes += matched(clip_key_map(model, spec.name, clip.family_name), (patch,), text_encoder=True)
     return changes
@@ -334,6 +341,8 @@ def unet_changes(ctx, unet, patches) -> list:
             other = ctx.models.get(patch.other)
             changes.append(("", Merge(other, tuple(unet_changes(ctx, other, patch.other.loras)), patch,
                                       ldm_parameter_names(unet) if patch.block_ratios else None), 1.0))
+        elif isinstance(patch, ScalePatch):
+            changes.append(("", patch, 1.0))
         else:
             changes += matched(unet_key_map(unet), (patch,))
     return changes

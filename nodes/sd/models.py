@@ -53,6 +53,17 @@ class MergePatch:
 
 
 @dataclass(frozen=True)
+class ScalePatch:
+    """Weights multiplied by a factor where their names end with a suffix (the attention-multiply
+    nodes: ComfyUI's strength_model patches), in order with LoRAs and merges."""
+
+    factors: tuple[tuple[str, float], ...]  # (name suffix, factor)
+
+    def factor(self, name: str) -> float:
+        return next((f for suffix, f in self.factors if name.endswith(suffix)), 1.0)
+
+
+@dataclass(frozen=True)
 class DiffusionModel(EdgeValue):
     """ComfyUI's MODEL: a UNet in a checkpoint (or a UNet-only file), its family and the
     LoRAs to patch in while sampling."""
@@ -65,7 +76,7 @@ class DiffusionModel(EdgeValue):
     prediction: str
     device: str
     zero_terminal_snr: bool = False
-    loras: tuple[LoraPatch | MergePatch, ...] = ()  # in the order they apply
+    loras: tuple[LoraPatch | MergePatch | ScalePatch, ...] = ()  # in the order they apply
     weight_dtype: str = "default"  # UNETLoader's fp8 choices store the weights in that format
     layout: str = "ldm"  # or "diffusers": a UNet file already in diffusers' names
     cfg_rescale: float | None = None  # RescaleCFG's multiplier
@@ -141,7 +152,7 @@ class TextEncoders(EdgeValue):
     family_name: str
     towers: tuple["TextTower", ...]  # in the family's order (SDXL: CLIP-L, then bigG)
     layer: int | None = None  # CLIPSetLastLayer; None: the family's default
-    loras: tuple[LoraPatch | MergePatch, ...] = ()  # in the order they apply
+    loras: tuple[LoraPatch | MergePatch | ScalePatch, ...] = ()  # in the order they apply
     embeddings_dirs: tuple[str, ...] = field(default=())
 
     @classmethod

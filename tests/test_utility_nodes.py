@@ -1,0 +1,126 @@
+"""String utilities, alpha compositing, attention multiply and AddNoise."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nodes.core.alpha import JoinImageWithAlpha, PorterDuffImageComposite, SplitImageWithAlpha, porter_duff
+from nodes.core.strings import (CaseConverter, RegexExtract, RegexMatch, RegexReplace, StringCompare,
+                                StringConcatenate, StringContains, StringLength, StringReplace, StringSubstring,
+                                StringTrim)
+from nodes.types import Image, Mask
+
+from .test_model_patches import _graph, _pixels
+
+
+def test_string_nodes():
+    assert StringConcatenate(string_a="a", string_b="b", delimiter=", ").execute(None).STRING == "a, b"
+    assert StringSubstring(string="landscape", start=1, end=-2).execute(None).STRING == "andsca"
+    assert StringLength(string="héllo").execute(None).INT == 5
+    assert CaseConverter(string="a red CAT", mode="Title Case").execute(None).STRING == "A Red Cat"
+    assert CaseConverter(string="a red CAT", mode="Capitalize").execute(None).STRING == "A red cat"
+    assert StringTrim(string="  x \n", mode="Left").execute(None).STRING == "x \n"
+    assert StringReplace(string="a cat, a cat", find="cat", replace="dog").execute(None).STRING == "a dog, a dog"
+    assert StringContains(string="A Red Cat", substring="red", case_sensitive=False).execute(None).BOOLEAN
+    assert not StringContains(string="A Red Cat", substring="red", case_sensitive=True).execute(None).BOOLEAN
+    assert StringCompare(string_a="photo.png", string_b=".PNG", mode="Ends With",
+                         case_sensitive=False).execute(None).BOOLEAN
+    assert RegexMatch(string="seed 42", regex_pattern=r"\d+", case_insensitive=True, multiline=False,
+                      dotall=False).execute(None).BOOLEAN
+    assert not RegexMatch(string="x", regex_pattern="(", case_insensitive=True, multiline=False,
+                          dotall=False).execute(None).BOOLEAN  # an invalid pattern matches nothing
+
+    def extract(mode, pattern=r"(\w)(\d)", group=1):
+        return RegexExtract(string="a1 b2 c3", regex_pattern=pattern, mode=mode, case_insensitive=True,
+                            multiline=False, dotall=False, group_index=group).execute(None).STRING
+
+    assert extract("First Match") == "a1" and extract("All Matches") == "a\nb\nc"
+    assert extract("First Group", group=2) == "1" and extract("All Groups", group=2) == "1\n2\n3"
+    assert extract("All Groups", pattern=r"\w\d", group=0) == ""  # no groups: nothing, as in ComfyUI
+    assert extract("First Group", pattern=r"\w\d", group=0) == "a1"
+    assert RegexReplace(string="a1 b2", regex_pattern=r"\d", replace="#", case_insensitive=True, multiline=False,
+                        dotall=False, count=1).execute(None).STRING == "a# b2"
+
+
+def test_porter_duff_modes_on_opaque_and_transparent_pixels():
+    src, dst = torch.tensor([[[0.8, 0.2, 0.1]]]), torch.tensor([[[0.1, 0.5, 0.9]]])
+    opaque, clear = torch.zeros(1, 1, 1), torch.ones(1, 1, 1)  # ComfyUI masks: 1 − alpha
+    image, mask = porter_duff(src, opaque, dst, opaque, "SRC_OVER")
+    assert torch.allclose(image, src) and float(mask) == 0.0
+    image, mask = porter_duff(src, clear, dst, opaque, "SRC_OVER")  # a transparent source shows the destination
+    assert torch.allclose(image, dst) and float(mask) == 0.0
+    image, mask = porter_duff(src, opaque, dst, opaque, "MULTIPLY")
+    assert torch.allclose(image, src * dst)
+    image, mask = porter_duff(src, opaque, dst, clear, "DST_IN")
+    assert torch.equal(image, torch.zeros_like(image)) and float(mask) == 1.0
+    half = torch.full((1, 1, 1), 0.5)
+    image, mask = porter_duff(src, half, dst, opaque, "SRC_OVER")
+    assert torch.allclose(image, 0.5 * src + 0.5 * dst) and float(mask) == 0.0
+
+
+def test_alpha_split_join_and_composite_nodes():
+    pixels = torch.rand(2, 8, 8, 3)
+    alpha = torch.zeros(1, 4, 4)
+    alpha[:, :2] = 1.0  # the top half transparent
+    joined = JoinImageWithAlpha(image=Image(pixels), alpha=Mask(alpha)).execute(None).IMAGE.pixels
+    assert joined.shape == (2, 8, 8, 4) and torch.equal(joined[..., :3], pixels)
+    assert float(joined[0, 0, 0, 3]) == 0.0 and float(joined[1, 7, 7, 3]) == 1.0
+    split = SplitImageWithAlpha(image=Image(joined)).execute(None)
+    assert torch.equal(split.IMAGE.pixels, pixels) and torch.allclose(split.MASK.mask, 1.0 - joined[..., 3])
+    assert torch.equal(SplitImageWithAlpha(image=Image(pixels)).execute(None).MASK.mask, torch.zeros(2, 8, 8))
+    background = torch.zeros(1, 8, 8, 3)
+    out = PorterDuffImageComposite(source=Image(pixels[:1]), source_alpha=Mask(split.MASK.mask[:1]),
+                                   destination=Image(background), destination_alpha=Mask(torch.zeros(1, 8, 8)),
+                                   mode="SRC_OVER").execute(None)
+    assert torch.allclose(out.IMAGE.pixels[0, 6:], pixels[0, 6:], atol=1e-6)  # opaque source rows
+    assert torch.allclose(out.IMAGE.pixels[0, :2], background[0, :2])  # transparent rows show the background
+
+
+def test_attention_multiply_scales_the_projections(tiny_models, tmp_path):
+    checkpoint = "tiny_sd15.safetensors"
+    base = _pixels(tiny_models, tmp_path, _graph(checkpoint, None))
+    neutral = {"class_type": "UNetSelfAttentionMultiply", "inputs": {"q": 1.0, "k": 1.0, "v": 1.0, "out": 1.0}}
+    assert np.array_equal(_pixels(tiny_models, tmp_path, _graph(checkpoint, neutral)), base)
+    for node in ("UNetSelfAttentionMultiply", "UNetCrossAttentionMultiply"):
+        louder = {"class_type": node, "inputs": {"q": 1.0, "k": 1.0, "v": 1.0, "out": 2.5}}
+        assert np.abs(_pixels(tiny_models, tmp_path, _graph(checkpoint, louder)) - base).max() > 5
+
+
+def test_attention_multiply_patches_only_its_projections(tiny_models):
+    from types import SimpleNamespace
+
+    from engine.model_store import ModelStore
+    from nodes.core.attention_multiply import projections
+    from nodes.sd.lora import patched, unet_changes
+    from tests.test_sd_models import _handle
+
+    handle = _handle(tiny_models / "checkpoints" / "tiny_sd15.safetensors")
+    ctx = SimpleNamespace(models=ModelStore())
+    unet = ctx.models.get(handle)
+    before = {k: v.detach().clone() for k, v in unet.named_parameters()}
+    with patched(unet, unet_changes(ctx, unet, (projections("attn2", 1.0, 0.5, 1.0, 3.0),))):
+        for name, value in unet.named_parameters():
+            factor = 0.5 if name.endswith(("attn2.to_k.weight", "attn2.to_k.bias")) else \
+                3.0 if ".attn2.to_out.0." in name else 1.0
+            assert torch.allclose(value, before[name] * factor), name
+    assert all(torch.equal(v, before[k]) for k, v in unet.named_parameters())
+
+
+def test_add_noise_adds_the_seeds_noise_at_the_schedules_span(tiny_models):
+    from nodes.core.custom_sampling import AddNoise, Noise, Sigmas
+    from nodes.sampling.noise import initial_noise
+    from nodes.types import Latent
+    from tests.test_sd_models import _handle
+
+    model = _handle(tiny_models / "checkpoints" / "tiny_sd15.safetensors")
+    latent = Latent(torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)))
+    sigmas = Sigmas(torch.tensor([10.0, 4.0, 0.5]))
+    out = AddNoise(model=model, noise=Noise(3), sigmas=sigmas, latent_image=latent).execute(None).LATENT.samples
+    expected = (initial_noise(latent.samples.shape, 3) * 9.5 + latent.samples * 0.18215) / 0.18215
+    assert torch.allclose(out, expected, atol=1e-5)
+    empty = Latent(torch.zeros(1, 4, 8, 8))
+    quiet = AddNoise(model=model, noise=Noise(None), sigmas=sigmas, latent_image=empty).execute(None).LATENT.samples
+    assert torch.equal(quiet, torch.zeros(1, 4, 8, 8))
+    assert AddNoise(model=model, noise=Noise(3), sigmas=Sigmas(torch.zeros(0)),
+                    latent_image=latent).execute(None).LATENT is latent
