@@ -3,7 +3,8 @@ from .core.alpha import JoinImageWithAlpha, PorterDuffImageComposite, SplitImage
 from .core.attention_multiply import (CLIPAttentionMultiply, UNetCrossAttentionMultiply, UNetSelfAttentionMultiply,
                                      UNetTemporalAttentionMultiply)
 from .core.canny import Canny
-from .core.clip_vision import CLIPVisionEncode, CLIPVisionLoader, unCLIPConditioning
+from .core.clip_vision import (CLIPVisionEncode, CLIPVisionLoader, StyleModelApply, StyleModelLoader,
+                               unCLIPConditioning)
 from .core.composite import ImageCompositeMasked, LatentCompositeMasked
 from .core.conditioning import (ConditioningAverage, ConditioningCombine, ConditioningConcat,
                                 ConditioningSetArea, ConditioningSetAreaPercentage, ConditioningSetAreaStrength,
@@ -94,5 +95,5 @@ ALL_NODES = [
     UNetSelfAttentionMultiply, UNetCrossAttentionMultiply, CLIPAttentionMultiply, UNetTemporalAttentionMultiply,
     PorterDuffImageComposite, SplitImageWithAlpha, JoinImageWithAlpha, StringConcatenate, StringSubstring,
     StringLength, CaseConverter, StringTrim, StringReplace, StringContains, StringCompare, RegexMatch, RegexExtract,
-    RegexReplace,
+    RegexReplace, StyleModelLoader, StyleModelApply,
 ]

@@ -1,4 +1,5 @@
-"""CLIPVisionLoader, CLIPVisionEncode and unCLIPConditioning."""
+"""CLIPVisionLoader, CLIPVisionEncode, unCLIPConditioning, and the style models that turn CLIP
+vision tokens into text tokens (StyleModelLoader, StyleModelApply)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from engine import Link, Node, NodeOutput, Widget
 from ..sampling.conditioning import Conditioning
 from ..sd.clip_vision import ClipVision, ClipVisionOutput, encode_image
 from ..sd.part_loaders import files_fingerprint, files_in, find_model_file
+from ..sd.style_model import StyleModel, style_tokens
 from ..types import Image
 from .conditioning import ConditioningOut
 
@@ -73,3 +75,58 @@ class unCLIPConditioning(Node):  # noqa: N801 - ComfyUI's node name
         added = (self.clip_vision_output.image_embeds, self.strength, self.noise_augmentation)
         return ConditioningOut(Conditioning(tuple(e.replace(unclip=e.unclip + (added,))
                                                   for e in self.conditioning.entries)))
+
+
+@dataclass(frozen=True)
+class StyleModelOut(NodeOutput):
+    STYLE_MODEL: StyleModel
+
+
+class StyleModelLoader(Node):
+    """A style model from `<models>/style_models` (TencentARC's T2I style adapter)."""
+
+    class_type = "StyleModelLoader"
+    display_name = "Load Style Model"
+    category = "loaders"
+    loads_models = True
+
+    style_model_name: str = Widget(choices=files_in(("style_models",)))
+
+    fingerprint = files_fingerprint(("style_models",), "style_model_name")
+
+    def execute(self, ctx) -> StyleModelOut:
+        path = find_model_file(ctx.settings, ("style_models",), self.style_model_name, "style_model_name")
+        return StyleModelOut(StyleModel(str(path), ctx.device))
+
+
+class StyleModelApply(Node):
+    """The style model's tokens for the images appended to every entry's text tokens. SD models
+    take no attention mask, so `attn_bias` leaves the tokens as they are, as in ComfyUI; `multiply`
+    scales them."""
+
+    class_type = "StyleModelApply"
+    display_name = "Apply Style Model"
+    category = "conditioning/style_model"
+
+    conditioning: Conditioning = Link()
+    style_model: StyleModel = Link()
+    clip_vision_output: ClipVisionOutput = Link()
+    strength: float = Widget(1.0, ge=0.0, le=10.0, step=0.001)
+    strength_type: Literal["multiply", "attn_bias"] = Widget("multiply")
+
+    def execute(self, ctx) -> ConditioningOut:
+        import torch
+
+        from engine import ModelLoadError
+
+        tokens = style_tokens(ctx.models.get(self.style_model), self.clip_vision_output)
+        if self.strength_type == "multiply":
+            tokens = tokens * self.strength
+        entries = []
+        for entry in self.conditioning.entries:
+            if entry.cross_attn.shape[-1] != tokens.shape[-1]:
+                raise ModelLoadError(f"the style model makes {tokens.shape[-1]}-wide tokens; the conditioning's are "
+                                     f"{entry.cross_attn.shape[-1]} wide (the published adapter is for SD1.x)")
+            style = tokens.to(entry.cross_attn).expand(entry.cross_attn.shape[0], -1, -1)
+            entries.append(entry.replace(cross_attn=torch.cat([entry.cross_attn, style], dim=1)))
+        return ConditioningOut(Conditioning(tuple(entries)))
