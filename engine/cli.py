@@ -362,6 +362,8 @@ class _EventStream:
     """`--events ndjson`: every event as one JSON line on stdout, flushed as it happens."""
 
     def __call__(self, kind: str, data: dict) -> None:
+        if kind == "preview_image":  # an image sent to a server's client: its size stands for it here
+            data = {"node_id": data["node_id"], "bytes": len(data["png"])}
         sys.stdout.buffer.write(orjson.dumps({"event": kind, "time": round(time.time(), 3), **data},
                                              default=str) + b"\n")
         sys.stdout.flush()

@@ -15,7 +15,7 @@ from .core.custom_sampling import (AddNoise, BasicGuider, BasicScheduler, CFGGui
                                    KarrasScheduler, KSamplerSelect, PerpNegGuider, RandomNoise, SamplerCustom,
                                    SamplerCustomAdvanced, SDTurboScheduler, SplitSigmas)
 from .core.gligen import GLIGENLoader, GLIGENTextBoxApply
-from .core.image import LoadImage, PreviewImage, SaveImage
+from .core.image import LoadImage, PreviewImage, SaveImage, SaveImageWebsocket
 from .core.image_batch import ImageFlip, ImageFromBatch, ImageRotate, RepeatImageBatch
 from .core.image_filters import ImageBlend, ImageBlur, ImageSharpen
 from .core.image_ops import (EmptyImage, GetImageSize, ImageBatch, ImageColorToMask, ImageCrop, ImageInvert,
@@ -95,5 +95,5 @@ ALL_NODES = [
     UNetSelfAttentionMultiply, UNetCrossAttentionMultiply, CLIPAttentionMultiply, UNetTemporalAttentionMultiply,
     PorterDuffImageComposite, SplitImageWithAlpha, JoinImageWithAlpha, StringConcatenate, StringSubstring,
     StringLength, CaseConverter, StringTrim, StringReplace, StringContains, StringCompare, RegexMatch, RegexExtract,
-    RegexReplace, StyleModelLoader, StyleModelApply,
+    RegexReplace, StyleModelLoader, StyleModelApply, SaveImageWebsocket,
 ]

@@ -272,3 +272,45 @@ def test_the_web_uis_start_up_routes_answer(server):
     info = json.loads(asyncio.run(_get(server.url, "/object_info/KSampler"))[1])["KSampler"]
     assert info["input"]["required"]["steps"] == ["INT", {"min": 1, "max": 10000, "default": 20}]
     assert info["input"]["required"]["sampler_name"][0][0] == "euler"
+
+
+def test_save_image_websocket_sends_pngs_as_binary_frames_to_its_client(server, tmp_path):
+    import io
+    import struct
+
+    import numpy as np
+    from PIL import Image
+
+    prompt = {"1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 8, "batch_size": 2, "color": 0x3366CC}},
+              "2": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["1", 0]}}}
+
+    async def run():
+        import aiohttp
+
+        client = uuid.uuid4().hex
+        frames, messages = [], []
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(f"{server.url}/ws?clientId={client}") as ws:
+                await ws.receive_json(timeout=10)
+                for _ in range(2):  # it runs every time: never from the cache
+                    async with http.post(f"{server.url}/prompt", json={"prompt": prompt, "client_id": client}) as r:
+                        prompt_id = (await r.json())["prompt_id"]
+                    while True:
+                        message = await ws.receive(timeout=60)
+                        if message.type == aiohttp.WSMsgType.BINARY:
+                            frames.append(message.data)
+                            continue
+                        data = json.loads(message.data)
+                        messages.append(data["type"])
+                        if data["type"] == "executing" and data["data"]["node"] is None \
+                                and data["data"]["prompt_id"] == prompt_id:
+                            break
+        return frames, messages
+
+    frames, messages = asyncio.run(run())
+    assert len(frames) == 4 and "progress" in messages
+    for frame in frames:
+        assert struct.unpack(">II", frame[:8]) == (1, 2)
+        image = np.asarray(Image.open(io.BytesIO(frame[8:])))
+        assert image.shape == (8, 16, 3) and tuple(image[0, 0]) == (0x33, 0x66, 0xCC)
+    assert not any((tmp_path / "out").rglob("*.png"))

@@ -42,12 +42,16 @@ class Hub:
         if self.loop is not None:
             asyncio.run_coroutine_threadsafe(self._send({"type": kind, "data": data}, client), self.loop)
 
-    async def _send(self, message: dict, client: str | None) -> None:
+    def send_binary(self, frame: bytes, client: str | None) -> None:
+        if self.loop is not None:
+            asyncio.run_coroutine_threadsafe(self._send(frame, client), self.loop)
+
+    async def _send(self, message: dict | bytes, client: str | None) -> None:
         targets = list(self.sockets.values()) if client is None else [self.sockets[client]] \
             if client in self.sockets else []  # a client that is not connected misses it, as in ComfyUI
         for socket in targets:
             try:
-                await socket.send_json(message)
+                await (socket.send_bytes(message) if isinstance(message, bytes) else socket.send_json(message))
             except (ConnectionError, RuntimeError):
                 pass  # closing: its handler removes it
 
@@ -447,7 +451,7 @@ def create_app(session: Any, state_path: Path, *, token: str | None = None,
     `max_upload_bytes` gets 413."""
     store = TaskStore(state_path)
     hub = Hub()
-    worker = PromptWorker(session, store, hub.send)
+    worker = PromptWorker(session, store, hub.send, hub.send_binary)
     routes = Routes(session, store, worker, hub, max_upload_bytes)
     frontend = FrontendRoutes(state_path.parent, session.settings)
     app = web.Application(client_max_size=max_upload_bytes, middlewares=[_guard(token)])

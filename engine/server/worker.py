@@ -5,10 +5,12 @@ Messages for a prompt go to its `client_id`: execution_start, execution_cached, 
 progress, executed, then execution_success (or execution_error / execution_interrupted). A
 prompt without a client id gets only the broadcast ones. The end of a run is ComfyUI's:
 executed → execution_success → status → executing {node: null}, the history written before.
+Images a node sends (SaveImageWebsocket) go as binary PREVIEW_IMAGE frames.
 """
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from pathlib import Path
@@ -26,9 +28,10 @@ def _now_ms() -> int:
 
 
 class PromptWorker(threading.Thread):
-    def __init__(self, session: Any, store: TaskStore, send: Send):
+    def __init__(self, session: Any, store: TaskStore, send: Send,
+                 send_binary: Callable[[bytes, "str | None"], None] = lambda frame, client: None):
         super().__init__(name="run-graph-worker", daemon=True)
-        self.session, self.store, self.send = session, store, send
+        self.session, self.store, self.send, self.send_binary = session, store, send, send_binary
         self.current: tuple[str, str | None] | None = None  # (prompt id, client id) while running
         self.last_node: str | None = None
         self._stopping = threading.Event()
@@ -85,6 +88,9 @@ class PromptWorker(threading.Thread):
             elif kind == "progress":
                 emit("progress", {"value": data["value"], "max": data["max"], "node": data["node_id"]},
                      to_all_without_client=True)
+            elif kind == "preview_image":
+                # ComfyUI's binary PREVIEW_IMAGE frame: event type 1, format 2 (PNG), the image
+                self.send_binary(struct.pack(">II", 1, 2) + data["png"], client)
             elif kind == "file":
                 files.setdefault(data["node_id"], []).append(data["path"])
             elif kind == "node_end" and data["node_id"] in files:

@@ -86,6 +86,34 @@ class SaveImage(Node):
         return SavedFiles(save_images(ctx, self.images, self.filename_prefix, compress_level=4))
 
 
+class SaveImageWebsocket(Node):
+    """Send each image as a PNG to the client that queued the prompt, over the server's WebSocket
+    (binary PREVIEW_IMAGE frames, as ComfyUI's example node does); nothing is written to disk, and
+    it runs every time."""
+
+    class_type = "SaveImageWebsocket"
+    display_name = "SaveImageWebsocket"
+    category = "api node/image"
+    is_output_node = True
+    is_idempotent = False
+
+    images: Image = Link()
+
+    def execute(self, ctx) -> SavedFiles:
+        import io
+
+        import numpy as np
+        from PIL import Image as PILImage
+
+        pixels = np.clip(self.images.pixels.float().cpu().numpy() * 255.0, 0, 255).astype(np.uint8)
+        for step, array in enumerate(pixels):
+            ctx.progress(step, len(pixels))
+            encoded = io.BytesIO()
+            PILImage.fromarray(array).save(encoded, format="PNG", compress_level=1)  # ComfyUI's preview settings
+            ctx.run.events("preview_image", {"node_id": ctx.node_id, "png": encoded.getvalue()})
+        return SavedFiles(())
+
+
 class PreviewImage(Node):
     """Preview images. Headless there is no screen, so they are written under `<output>/previews`
     (ComfyUI writes them to its temp folder) and reported like saved images."""
