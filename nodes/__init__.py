@@ -1,5 +1,6 @@
 """The built-in node pack. `ALL_NODES` is what the `run_graph.nodes` entry point publishes."""
 from .core.alpha import JoinImageWithAlpha, PorterDuffImageComposite, SplitImageWithAlpha
+from .core.animation import SaveAnimatedPNG, SaveAnimatedWEBP
 from .core.attention_multiply import (CLIPAttentionMultiply, UNetCrossAttentionMultiply, UNetSelfAttentionMultiply,
                                      UNetTemporalAttentionMultiply)
 from .core.canny import Canny
@@ -17,7 +18,8 @@ from .core.custom_sampling import (AddNoise, BasicGuider, BasicScheduler, CFGGui
 from .core.gligen import GLIGENLoader, GLIGENTextBoxApply
 from .core.image import LoadImage, PreviewImage, SaveImage, SaveImageWebsocket
 from .core.image_batch import ImageFlip, ImageFromBatch, ImageRotate, RepeatImageBatch
-from .core.image_filters import ImageBlend, ImageBlur, ImageSharpen
+from .core.image_filters import ImageAddNoise, ImageBlend, ImageBlur, ImageSharpen
+from .core.image_layout import ImageStitch, ResizeAndPadImage
 from .core.image_ops import (EmptyImage, GetImageSize, ImageBatch, ImageColorToMask, ImageCrop, ImageInvert,
                              ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageToMask,
                              MaskToImage)
@@ -95,5 +97,6 @@ ALL_NODES = [
     UNetSelfAttentionMultiply, UNetCrossAttentionMultiply, CLIPAttentionMultiply, UNetTemporalAttentionMultiply,
     PorterDuffImageComposite, SplitImageWithAlpha, JoinImageWithAlpha, StringConcatenate, StringSubstring,
     StringLength, CaseConverter, StringTrim, StringReplace, StringContains, StringCompare, RegexMatch, RegexExtract,
-    RegexReplace, StyleModelLoader, StyleModelApply, SaveImageWebsocket,
+    RegexReplace, StyleModelLoader, StyleModelApply, SaveImageWebsocket, SaveAnimatedWEBP, SaveAnimatedPNG,
+    ImageStitch, ResizeAndPadImage, ImageAddNoise,
 ]

@@ -124,3 +124,66 @@ def test_add_noise_adds_the_seeds_noise_at_the_schedules_span(tiny_models):
     assert torch.equal(quiet, torch.zeros(1, 4, 8, 8))
     assert AddNoise(model=model, noise=Noise(3), sigmas=Sigmas(torch.zeros(0)),
                     latent_image=latent).execute(None).LATENT is latent
+
+
+def test_image_stitch_resize_and_pad_and_add_noise():
+    from nodes.core.image_filters import ImageAddNoise
+    from nodes.core.image_layout import ImageStitch, ResizeAndPadImage
+
+    first, second = torch.rand(2, 8, 12, 3), torch.rand(1, 4, 4, 3)
+
+    def stitch(**inputs):
+        node = ImageStitch(image1=Image(first), image2=Image(second), **{
+            "direction": "right", "match_image_size": True, "spacing_width": 0, "spacing_color": "white", **inputs})
+        return node.execute(None).IMAGE.pixels
+
+    right = stitch()
+    assert right.shape == (2, 8, 20, 3) and torch.equal(right[:, :, :12], first)
+    assert torch.equal(right[0, :, 12:], right[1, :, 12:])  # the shorter batch repeats its last image
+    left = stitch(direction="left", spacing_width=3, spacing_color="red")
+    assert left.shape == (2, 8, 24, 3) and torch.equal(left[:, :, 12:], first)  # the gap rounds up to 4
+    assert left[0, 0, 8:12].tolist() == [[1.0, 0.0, 0.0]] * 4
+    down = stitch(direction="down", match_image_size=False, spacing_color="black")
+    assert down.shape == (2, 12, 12, 3) and torch.equal(down[:, 8:, 4:8], second.expand(2, -1, -1, -1))
+    assert float(down[:, 8:, :4].abs().max()) == 0.0  # centred, padded black
+    assert torch.equal(ImageStitch(image1=Image(first), direction="up", match_image_size=True, spacing_width=0,
+                                   spacing_color="white").execute(None).IMAGE.pixels, first)
+
+    padded = ResizeAndPadImage(image=Image(torch.zeros(1, 4, 8, 3)), target_width=16, target_height=16,
+                               padding_color="white", interpolation="area").execute(None).IMAGE.pixels
+    assert padded.shape == (1, 16, 16, 3) and float(padded[0, 4:12].max()) == 0.0
+    assert float(padded[0, :4].min()) == 1.0 and float(padded[0, 12:].min()) == 1.0
+
+    image = torch.full((1, 4, 4, 3), 0.5)
+    noisy = ImageAddNoise(image=Image(image), seed=9, strength=0.2).execute(None).IMAGE.pixels
+    expected = torch.clip(image + 0.2 * torch.randn(image.shape, generator=torch.manual_seed(9)), 0.0, 1.0)
+    assert torch.equal(noisy, expected)
+
+
+@pytest.mark.parametrize("node", ["SaveAnimatedPNG", "SaveAnimatedWEBP"])
+def test_animated_saves_hold_every_frame_and_the_prompt(node, tiny_models, tmp_path):
+    from PIL import Image as PILImage
+
+    from engine import Session, Settings
+
+    inputs = {"filename_prefix": "anim/clip", "fps": 4.0}
+    inputs |= {"compress_level": 4} if node == "SaveAnimatedPNG" else {"lossless": True, "quality": 80,
+                                                                         "method": "default"}
+    graph = {"1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 8, "batch_size": 3, "color": 0}},
+             "2": {"class_type": "ImageAddNoise", "inputs": {"image": ["1", 0], "seed": 1, "strength": 0.5}},
+             "3": {"class_type": node, "inputs": {"images": ["2", 0], **inputs}}}
+    session = Session(settings=Settings(models_dir=tiny_models, output_dir=tmp_path, device="cpu"), cache=False)
+    first = session.execute(graph).files
+    second = session.execute(graph).files
+    suffix = ".png" if node == "SaveAnimatedPNG" else ".webp"
+    assert first == [str(tmp_path / "anim" / f"clip_00001_{suffix}")]
+    assert second == [str(tmp_path / "anim" / f"clip_00002_{suffix}")]
+    frames = torch.clip(0.5 * torch.randn((3, 8, 16, 3), generator=torch.manual_seed(1)), 0.0, 1.0)
+    with PILImage.open(first[0]) as picture:
+        picture.seek(1)
+        picture.load()
+        assert picture.n_frames == 3 and picture.info.get("duration") == 250
+        expected = np.clip(frames[1].numpy() * 255.0, 0, 255).astype(np.uint8)
+        assert np.array_equal(np.asarray(picture.convert("RGB")), expected)
+    data = open(first[0], "rb").read()
+    assert (b"comf" in data and b'prompt\x00{"1"' in data) if suffix == ".png" else b'prompt:{"1"' in data

@@ -1,4 +1,4 @@
-"""ComfyUI's image post-processing nodes: ImageBlend, ImageBlur and ImageSharpen."""
+"""ComfyUI's image post-processing nodes: ImageBlend, ImageBlur, ImageSharpen, and ImageAddNoise."""
 from __future__ import annotations
 
 from typing import Literal
@@ -108,3 +108,23 @@ class ImageSharpen(Node):
         centre = size // 2
         kernel[centre, centre] = kernel[centre, centre] - kernel.sum() + 1.0
         return ImageOut(Image(torch.clamp(_filtered(self.image.pixels, kernel, self.sharpen_radius), 0, 1)))
+
+
+class ImageAddNoise(Node):
+    """Gaussian noise from the seed (the CPU generator, as torch.manual_seed gives it) times the
+    strength, added and clipped to [0, 1]."""
+
+    class_type = "ImageAddNoise"
+    display_name = "ImageAddNoise"
+    category = "image"
+
+    image: Image = Link()
+    seed: int = Widget(0, ge=0, le=2**64 - 1, control_after_generate=True)
+    strength: float = Widget(0.5, ge=0.0, le=1.0, step=0.01)
+
+    def execute(self, ctx) -> ImageOut:
+        import torch
+
+        pixels = self.image.pixels
+        noise = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(self.seed)).to(pixels)
+        return ImageOut(Image(torch.clip(pixels + self.strength * noise, min=0.0, max=1.0)))

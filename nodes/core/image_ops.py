@@ -15,7 +15,8 @@ MAX_RESOLUTION = 16384
 ImageMethod = Literal[IMAGE_METHODS]  # type: ignore[valid-type]
 
 
-def _resize(pixels, width: int, height: int, method: str, crop: str = "disabled"):
+def resize_images(pixels, width: int, height: int, method: str, crop: str = "disabled"):
+    """[B, H, W, C] images to width × height by `method` (common_upscale on channels-first)."""
     return common_upscale(pixels.movedim(-1, 1), width, height, method, crop).movedim(1, -1)
 
 
@@ -40,7 +41,7 @@ class ImageScale(Node):
             width = max(1, round(pixels.shape[2] * height / pixels.shape[1]))
         elif height == 0:
             height = max(1, round(pixels.shape[1] * width / pixels.shape[2]))
-        return ImageOut(Image(_resize(pixels, width, height, self.upscale_method, self.crop)))
+        return ImageOut(Image(resize_images(pixels, width, height, self.upscale_method, self.crop)))
 
 
 class ImageScaleBy(Node):
@@ -57,7 +58,7 @@ class ImageScaleBy(Node):
     def execute(self, ctx) -> ImageOut:
         pixels = self.image.pixels
         width, height = round(pixels.shape[2] * self.scale_by), round(pixels.shape[1] * self.scale_by)
-        return ImageOut(Image(_resize(pixels, width, height, self.upscale_method)))
+        return ImageOut(Image(resize_images(pixels, width, height, self.upscale_method)))
 
 
 class ImageScaleToTotalPixels(Node):
@@ -75,7 +76,7 @@ class ImageScaleToTotalPixels(Node):
         pixels = self.image.pixels
         scale = math.sqrt(int(self.megapixels * 1024 * 1024) / (pixels.shape[2] * pixels.shape[1]))
         width, height = round(pixels.shape[2] * scale), round(pixels.shape[1] * scale)
-        return ImageOut(Image(_resize(pixels, width, height, self.upscale_method)))
+        return ImageOut(Image(resize_images(pixels, width, height, self.upscale_method)))
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class ImageBatch(Node):
 
         first, second = self.image1.pixels, self.image2.pixels
         if first.shape[1:] != second.shape[1:]:
-            second = _resize(second, first.shape[2], first.shape[1], "bilinear", "center")
+            second = resize_images(second, first.shape[2], first.shape[1], "bilinear", "center")
         return ImageOut(Image(torch.cat([first, second])))
 
 
