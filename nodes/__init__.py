@@ -34,7 +34,8 @@ from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMa
                         ThresholdMask)
 from .core.model_merging import (CLIPMergeAdd, CLIPMergeSimple, CLIPMergeSubtract, ModelMergeAdd, ModelMergeBlocks,
                                  ModelMergeSimple, ModelMergeSubtract)
-from .core.model_patches import (DifferentialDiffusion, FreeU, FreeU_V2, HypernetworkLoader,
+from .core.model_patches import (CFGNorm, CFGZeroStar, DifferentialDiffusion, EpsilonScaling, FreeU, FreeU_V2,
+                                 HypernetworkLoader,
                                  ModelSamplingContinuousEDM, ModelSamplingContinuousV, ModelSamplingDiscrete,
                                  PatchModelAddDownscale, PerturbedAttentionGuidance, RescaleCFG,
                                  SelfAttentionGuidance)
@@ -98,5 +99,5 @@ ALL_NODES = [
     PorterDuffImageComposite, SplitImageWithAlpha, JoinImageWithAlpha, StringConcatenate, StringSubstring,
     StringLength, CaseConverter, StringTrim, StringReplace, StringContains, StringCompare, RegexMatch, RegexExtract,
     RegexReplace, StyleModelLoader, StyleModelApply, SaveImageWebsocket, SaveAnimatedWEBP, SaveAnimatedPNG,
-    ImageStitch, ResizeAndPadImage, ImageAddNoise,
+    ImageStitch, ResizeAndPadImage, ImageAddNoise, EpsilonScaling, CFGZeroStar, CFGNorm,
 ]

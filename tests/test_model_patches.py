@@ -109,6 +109,7 @@ def test_an_lcm_patched_model_samples(sampler, tiny_models, tmp_path):
 def test_pag_adds_the_gap_between_the_positive_and_its_perturbed_prediction():
     from nodes.sampling.conditioning import CondEntry
     from nodes.sampling.guidance import cfg_denoiser
+    from nodes.sampling.post_cfg import PerturbedAttention
 
     def predict(x, sigma, entries, areas, perturbed=False):
         values = torch.tensor([float(e.cross_attn.mean()) for e in entries]).reshape(-1, 1, 1, 1)
@@ -118,9 +119,9 @@ def test_pag_adds_the_gap_between_the_positive_and_its_perturbed_prediction():
     x, sigma = torch.zeros([1, 4, 8, 8]), torch.tensor([1.0])
     plain = cfg_denoiser(predict, positive, negative, 3.0, DiscreteSampling())(x, sigma)
     assert torch.allclose(plain, torch.full_like(x, -1.0 + 3.0 * 3.0))
-    pag = cfg_denoiser(predict, positive, negative, 3.0, DiscreteSampling(), pag_scale=2.0)(x, sigma)
+    pag = cfg_denoiser(predict, positive, negative, 3.0, DiscreteSampling(), post_cfg=(PerturbedAttention(2.0),))(x, sigma)
     assert torch.allclose(pag, plain + 0.5 * 2.0)
-    alone = cfg_denoiser(predict, positive, negative, 1.0, DiscreteSampling(), pag_scale=2.0)(x, sigma)
+    alone = cfg_denoiser(predict, positive, negative, 1.0, DiscreteSampling(), post_cfg=(PerturbedAttention(2.0),))(x, sigma)
     assert torch.allclose(alone, torch.full_like(x, 2.0 + 0.5 * 2.0))  # cfg 1: the positive plus PAG
 
 

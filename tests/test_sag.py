@@ -44,19 +44,19 @@ def test_sag_adds_the_gap_between_the_degraded_image_and_its_unconditional_predi
     generator = torch.Generator().manual_seed(0)
     x, sigma = torch.randn([1, 4, 8, 8], generator=generator), torch.tensor([1.0])
     attention = torch.softmax(torch.randn(2, 16, 16, generator=generator) * 3, dim=-1)
-    sag = SelfAttentionGuidance(0.7, 1.5, lambda: attention)
+    sag = {"post_cfg": (SelfAttentionGuidance(0.7, 1.5),), "attention": lambda: attention}
     plain = cfg_denoiser(predict, positive, negative, 3.0, DiscreteSampling())(x, sigma)
-    guided = cfg_denoiser(predict, positive, negative, 3.0, DiscreteSampling(), sag=sag)(x, sigma)
+    guided = cfg_denoiser(predict, positive, negative, 3.0, DiscreteSampling(), **sag)(x, sigma)
     uncond = -1.0 + 0.25 * x
     degraded = blur_map(uncond, attention, 1.5)
     assert not torch.equal(degraded, uncond)
     expected = plain + (degraded - (-1.0 + 0.25 * (degraded + x - uncond))) * 0.7
     assert torch.allclose(guided, expected, atol=1e-6)
     # cfg 1 still evaluates the negative side; a latent of 4 or fewer cells is left alone
-    at_one = cfg_denoiser(predict, positive, negative, 1.0, DiscreteSampling(), sag=sag)(x, sigma)
+    at_one = cfg_denoiser(predict, positive, negative, 1.0, DiscreteSampling(), **sag)(x, sigma)
     assert not torch.allclose(at_one, 2.0 + 0.25 * x)
     small = torch.zeros([1, 4, 4, 4])
-    assert torch.equal(cfg_denoiser(predict, positive, negative, 3.0, DiscreteSampling(), sag=sag)(small, sigma),
+    assert torch.equal(cfg_denoiser(predict, positive, negative, 3.0, DiscreteSampling(), **sag)(small, sigma),
                        cfg_denoiser(predict, positive, negative, 3.0, DiscreteSampling())(small, sigma))
 
 

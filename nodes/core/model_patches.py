@@ -10,6 +10,7 @@ from typing import Literal
 
 from engine import Link, Node, Widget
 
+from ..sampling import post_cfg, sag
 from ..sd.loaders import ModelOut
 from ..sd.deep_shrink import METHODS as SHRINK_METHODS
 from ..sd.deep_shrink import DeepShrink
@@ -17,6 +18,12 @@ from ..sd.freeu import FreeU as FreeUSettings
 from ..sd.hypernetwork import Hypernetwork
 from ..sd.models import DiffusionModel
 from ..sd.part_loaders import files_fingerprint, files_in, find_model_file
+
+
+def with_post_cfg(model: DiffusionModel, step) -> ModelOut:
+    """The model with one more post-CFG step, after those already added (ComfyUI's order)."""
+    return ModelOut(dataclasses.replace(model, post_cfg=model.post_cfg + (step,)))
+
 
 PREDICTIONS = {"eps": "eps", "v_prediction": "v", "lcm": "lcm", "x0": "x0", "img_to_img": "img_to_img"}
 
@@ -106,7 +113,7 @@ class PerturbedAttentionGuidance(Node):
     scale: float = Widget(3.0, ge=0.0, le=100.0, step=0.01)
 
     def execute(self, ctx) -> ModelOut:
-        return ModelOut(dataclasses.replace(self.model, pag_scale=self.scale or None))
+        return with_post_cfg(self.model, post_cfg.PerturbedAttention(self.scale))
 
 
 class DifferentialDiffusion(Node):
@@ -166,7 +173,50 @@ class SelfAttentionGuidance(Node):
     blur_sigma: float = Widget(2.0, ge=0.0, le=10.0, step=0.1)
 
     def execute(self, ctx) -> ModelOut:
-        return ModelOut(dataclasses.replace(self.model, sag=(self.scale, self.blur_sigma)))
+        return with_post_cfg(self.model, sag.SelfAttentionGuidance(self.scale, self.blur_sigma))
+
+
+class EpsilonScaling(Node):
+    """Divide the noise the guided estimate implies by the factor (exposure-bias correction)."""
+
+    class_type = "Epsilon Scaling"
+    display_name = "Epsilon Scaling"
+    category = "model_patches/unet"
+
+    model: DiffusionModel = Link()
+    scaling_factor: float = Widget(1.005, ge=0.5, le=1.5, step=0.001)
+
+    def execute(self, ctx) -> ModelOut:
+        return with_post_cfg(self.model, post_cfg.EpsilonScaling(self.scaling_factor))
+
+
+class CFGZeroStar(Node):
+    """CFG-Zero*: rescale the negative estimate by its projection onto the positive one."""
+
+    class_type = "CFGZeroStar"
+    display_name = "CFGZeroStar"
+    category = "advanced/guidance"
+    output_names = ("patched_model",)
+
+    model: DiffusionModel = Link()
+
+    def execute(self, ctx) -> ModelOut:
+        return with_post_cfg(self.model, post_cfg.CFGZeroStar())
+
+
+class CFGNorm(Node):
+    """Cap the guided estimate's channel norm at the positive estimate's, times the strength."""
+
+    class_type = "CFGNorm"
+    display_name = "CFGNorm"
+    category = "advanced/guidance"
+    output_names = ("patched_model",)
+
+    model: DiffusionModel = Link()
+    strength: float = Widget(1.0, ge=0.0, le=100.0, step=0.01)
+
+    def execute(self, ctx) -> ModelOut:
+        return with_post_cfg(self.model, post_cfg.CFGNorm(self.strength))
 
 
 class PatchModelAddDownscale(Node):

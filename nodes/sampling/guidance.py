@@ -14,6 +14,7 @@ import torch
 
 from .conditioning import CondEntry
 from .model_sampling import DiscreteSampling
+from .post_cfg import PostCfgArgs
 
 # (x [N,C,h,w], σ [N], entries and (h, w, y, x) areas: one per image of x) -> x0 estimates [N,C,h,w];
 # called with perturbed=True for PerturbedAttentionGuidance's second look at the positive side
@@ -231,19 +232,19 @@ def dual_cfg(positive, negative, middle, cfg1: float, cfg2: float, nested: bool,
 
 def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: list[CondEntry], cfg: float,
                  ms: DiscreteSampling, always_uncond: bool = False, rescale: float | None = None,
-                 pag_scale: float | None = None, perp_neg: tuple | None = None, sag=None,
+                 post_cfg: tuple = (), attention=lambda: None, perp_neg: tuple | None = None,
                  dual: tuple | None = None) -> Guided:
     """CFG over both sides; with cfg ≈ 1 the negative is skipped unless `always_uncond`.
-    `rescale`: RescaleCFG's multiplier; `pag_scale`: PerturbedAttentionGuidance's scale (the
-    positive side is evaluated again with the middle block's self-attention perturbed);
-    `perp_neg`: PerpNegGuider's (empty prompt entries, neg_scale), a third side always evaluated;
-    `sag`: SelfAttentionGuidance (sag.py), after PAG; it always evaluates the negative;
-    `dual`: DualCFGGuider's (middle entries, cfg2, nested), with `cfg` its cfg1 (dual_cfg)."""
+    `rescale`: RescaleCFG's multiplier; `post_cfg`: the model's post-CFG steps in order
+    (post_cfg.py), `attention` the map SAG reads; `perp_neg`: PerpNegGuider's (empty prompt
+    entries, neg_scale), a third side always evaluated; `dual`: DualCFGGuider's (middle entries,
+    cfg2, nested), with `cfg` its cfg1 (dual_cfg)."""
+    always_uncond = always_uncond or any(step.needs_negative for step in post_cfg)
     if dual is not None:
         given = _dual_sides(positive, negative, dual[0], cfg, dual[1], dual[2], always_uncond)
     elif perp_neg is not None:
         given = [positive, negative, perp_neg[0]]
-    elif math.isclose(cfg, 1.0) and not always_uncond and sag is None:
+    elif math.isclose(cfg, 1.0) and not always_uncond:
         given = [positive]
     else:
         given = [positive, negative]
@@ -276,7 +277,7 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
     def combine(cond, uncond, scale, x, sigma):
         """ComfyUI's cfg_function: RescaleCFG's or plain CFG; at scale 1 the conditional side as it
         is, unless the negative must be evaluated anyway (CFG++ samplers, SAG)."""
-        if math.isclose(scale, 1.0) and not always_uncond and sag is None:
+        if math.isclose(scale, 1.0) and not always_uncond:
             return cond
         if rescale is not None:
             return rescaled_cfg(cond, uncond, scale, x, sigma, rescale)
@@ -304,13 +305,13 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
         else:
             keep["uncond"] = results[1]
             guided = combine(results[0], results[1], cfg, x, sigma)
-        if pag_scale:
-            perturbed, = evaluate(sides[:1], x, sigma, perturbed=True)
-            guided = guided + (results[0] - perturbed) * pag_scale
-        if sag is not None:
-            from .sag import guided as self_attention_guided
-
-            guided = self_attention_guided(sag, guided, results[1], x, lambda degraded: evaluate(sides[1:2], degraded, sigma)[0])
+        if post_cfg:
+            args = PostCfgArgs(guided, results[0], results[1] if len(results) > 1 else torch.zeros_like(x), cfg,
+                               x, sigma, lambda: evaluate(sides[:1], x, sigma, perturbed=True)[0],
+                               lambda other: evaluate(sides[1:2], other, sigma)[0], attention)
+            for step in post_cfg:
+                args.denoised = step(args)
+            guided = args.denoised
         return guided
 
     return Guided(denoise, keep)

@@ -35,11 +35,11 @@ class SamplingModel:
     device: str
     concat_channels: int = 0  # inpainting UNets take 5 more: the mask and the masked latent
     cfg_rescale: float | None = None  # RescaleCFG: the guided prediction's spread brought back
-    pag_scale: float | None = None  # PerturbedAttentionGuidance: predict() takes perturbed=True
+    post_cfg: tuple = ()  # the model's post-CFG steps in order (post_cfg.py)
     differential_diffusion: float | None = None  # its strength: the noise mask becomes a moving threshold
     wants_sigma: bool = False  # predict() takes sigma= (patches that act in a σ window: Deep Shrink)
     ip2p_scale: float = 1.0  # an InstructPix2Pix UNet's image latent is taken × this (CosXL edit: the latent scale)
-    sag: Any = None  # SelfAttentionGuidance (sag.py): its settings and the recorded attention map
+    attention: Callable[[], Any] = lambda: None  # the attention map SelfAttentionGuidance recorded last
     # the family's last word on the entries once the seed is known (SDXL: unCLIP's pooled vector)
     prepare: Callable[[list[CondEntry], int], list[CondEntry]] | None = None
 
@@ -137,8 +137,8 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         middle = [entry.replace(prompt_type="negative") for entry in dual[0]]
         dual = ((model.prepare(middle, seed) if model.prepare is not None else middle),) + tuple(dual[1:])
     guided = cfg_denoiser(raw, positive, negative, cfg, ms, always_uncond=sampler_name in NEEDS_UNCOND,
-                          rescale=model.cfg_rescale, pag_scale=model.pag_scale, perp_neg=perp_neg, sag=model.sag,
-                          dual=dual)
+                          rescale=model.cfg_rescale, post_cfg=model.post_cfg, attention=model.attention,
+                          perp_neg=perp_neg, dual=dual)
     denoise = guided
     if noise_mask is not None:
         # ddim holds the masked-out area to fresh CPU noise drawn from seed + 1, as ComfyUI does

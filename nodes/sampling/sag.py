@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch.nn import functional as F
@@ -21,10 +20,18 @@ KERNEL_SIZE = 9
 
 @dataclass(frozen=True)
 class SelfAttentionGuidance:
+    """A post-CFG step (post_cfg.py); it needs the negative side even at CFG 1."""
+
     scale: float
     blur_sigma: float
-    # the last unconditional map, [(batch·heads), tokens, tokens], or None before there is one
-    attention: Callable[[], torch.Tensor | None]
+    needs_negative = True
+
+    def __call__(self, args) -> torch.Tensor:
+        attention = args.attention()
+        if min(args.denoised.shape[2:]) <= 4 or attention is None:  # too small for the blur's reflected padding
+            return args.denoised
+        degraded = blur_map(args.uncond, attention, self.blur_sigma)
+        return args.denoised + (degraded - args.negative_at(degraded + args.x - args.uncond)) * self.scale
 
 
 def gaussian_blur_2d(image: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
@@ -51,12 +58,3 @@ def blur_map(x0: torch.Tensor, attention: torch.Tensor, sigma: float, threshold:
     mask = F.interpolate(mask, (height, width))
     blurred = gaussian_blur_2d(x0, KERNEL_SIZE, sigma)
     return blurred * mask + x0 * (1 - mask)
-
-
-def guided(sag: SelfAttentionGuidance, cfg_result, uncond_x0, x, evaluate_uncond) -> torch.Tensor:
-    """ComfyUI's post-CFG step; `evaluate_uncond(x)` is the negative side's x0 estimate at σ."""
-    attention = sag.attention()
-    if min(cfg_result.shape[2:]) <= 4 or attention is None:  # too small for the blur's reflected padding
-        return cfg_result
-    degraded = blur_map(uncond_x0, attention, sag.blur_sigma)
-    return cfg_result + (degraded - evaluate_uncond(degraded + x - uncond_x0)) * sag.scale

@@ -80,11 +80,10 @@ class DiffusionModel(EdgeValue):
     weight_dtype: str = "default"  # UNETLoader's fp8 choices store the weights in that format
     layout: str = "ldm"  # or "diffusers": a UNet file already in diffusers' names
     cfg_rescale: float | None = None  # RescaleCFG's multiplier
-    pag_scale: float | None = None  # PerturbedAttentionGuidance's scale
+    post_cfg: tuple = ()  # post-CFG steps in the order nodes added them (PAG, SAG, Epsilon Scaling…)
     differential_diffusion: float | None = None  # DifferentialDiffusion's strength
     freeu: Any = None  # FreeU / FreeU_V2 settings (sd.freeu.FreeU)
     deep_shrink: Any = None  # PatchModelAddDownscale's settings (sd.deep_shrink.DeepShrink)
-    sag: tuple[float, float] | None = None  # SelfAttentionGuidance's (scale, blur_sigma)
     continuous: tuple | None = None  # continuous σ: (σ_min, σ_max, σ_data, arctan timesteps)
     stored_edm: bool = False  # the file itself is an EDM v-prediction model (ComfyUI's V_PREDICTION_EDM)
     hypernetworks: tuple = ()  # (Hypernetwork handle, strength), in the order they apply
@@ -256,7 +255,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
         with ExitStack() as patches:
             if perturbed:
                 patches.enter_context(middle_self_attention_as_values(unet))
-            if handle.sag is not None and (rows := first_negative_rows(entries)) is not None:
+            if records_attention and (rows := first_negative_rows(entries)) is not None:
                 patches.enter_context(recording_middle_attention(unet, rows, recorded))
             if handle.deep_shrink is not None and handle.deep_shrink.active(sigma):
                 patches.enter_context(deep_shrink_applied(unet, handle.deep_shrink))
@@ -274,9 +273,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
 
     extra = unet.config.in_channels - unet.config.out_channels
     recorded: dict = {}
-    sag = None
-    if handle.sag is not None:
-        sag = SelfAttentionGuidance(*handle.sag, attention=lambda: recorded.get("attention"))
+    records_attention = any(isinstance(step, SelfAttentionGuidance) for step in handle.post_cfg)
 
     def with_image_pooled(entries, seed: int):
         """SDXL's pooled vector from unCLIP images where an entry has them (revision)."""
@@ -286,9 +283,10 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
                 if e.unclip else e for e in entries]
 
     return SamplingModel(predict, handle.model_sampling(), family.latent_scale, device, concat_channels=extra,
-                         cfg_rescale=handle.cfg_rescale, pag_scale=handle.pag_scale,
+                         cfg_rescale=handle.cfg_rescale, post_cfg=handle.post_cfg,
+                         attention=lambda: recorded.get("attention"),
                          differential_diffusion=handle.differential_diffusion,
-                         wants_sigma=handle.deep_shrink is not None, sag=sag,
+                         wants_sigma=handle.deep_shrink is not None,
                          ip2p_scale=family.latent_scale if handle.stored_edm else 1.0,
                          prepare=with_image_pooled if family.size_conditioning else None)
 
