@@ -187,3 +187,25 @@ def test_animated_saves_hold_every_frame_and_the_prompt(node, tiny_models, tmp_p
         assert np.array_equal(np.asarray(picture.convert("RGB")), expected)
     data = open(first[0], "rb").read()
     assert (b"comf" in data and b'prompt\x00{"1"' in data) if suffix == ".png" else b'prompt:{"1"' in data
+
+
+def test_image_morphology_is_max_and_min_over_the_window():
+    from nodes.core.image_filters import ImageMorphology
+
+    pixels = torch.rand(1, 9, 7, 3, generator=torch.Generator().manual_seed(2))
+    x = pixels.movedim(-1, 1)
+    pooled_max = torch.nn.functional.max_pool2d(x, 3, stride=1, padding=1)  # -inf padding: the border ignored
+    pooled_min = -torch.nn.functional.max_pool2d(-x, 3, stride=1, padding=1)
+
+    def run(operation, size=3):
+        return ImageMorphology(image=Image(pixels), operation=operation, kernel_size=size).execute(None) \
+            .IMAGE.pixels.movedim(-1, 1)
+
+    assert torch.equal(run("dilate"), pooled_max) and torch.equal(run("erode"), pooled_min)
+    assert torch.equal(run("gradient"), pooled_max - pooled_min)
+    opened = torch.nn.functional.max_pool2d(pooled_min, 3, stride=1, padding=1)
+    assert torch.equal(run("open"), opened) and torch.equal(run("top_hat"), x - opened)
+    spot = torch.zeros(1, 6, 6, 1)
+    spot[0, 2, 3] = 1.0
+    even = ImageMorphology(image=Image(spot), operation="dilate", kernel_size=4).execute(None).IMAGE.pixels[0, ..., 0]
+    assert even.nonzero().tolist() == [[r, c] for r in range(1, 5) for c in range(2, 6)]  # origin at 4 // 2

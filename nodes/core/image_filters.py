@@ -1,4 +1,5 @@
-"""ComfyUI's image post-processing nodes: ImageBlend, ImageBlur, ImageSharpen, and ImageAddNoise."""
+"""ComfyUI's image post-processing nodes: ImageBlend, ImageBlur, ImageSharpen, ImageAddNoise and
+ImageMorphology."""
 from __future__ import annotations
 
 from typing import Literal
@@ -128,3 +129,46 @@ class ImageAddNoise(Node):
         pixels = self.image.pixels
         noise = torch.randn(pixels.shape, generator=torch.Generator().manual_seed(self.seed)).to(pixels)
         return ImageOut(Image(torch.clip(pixels + self.strength * noise, min=0.0, max=1.0)))
+
+
+MORPHOLOGY = ("erode", "dilate", "open", "close", "gradient", "bottom_hat", "top_hat")
+
+
+def _extremum(images, kernel_size: int, largest: bool):
+    """Dilation (max) or erosion (min) over a flat square window as kornia computes it: the origin
+    at kernel_size // 2, and pixels outside the image never chosen (its geodesic border)."""
+    import torch
+
+    origin = kernel_size // 2
+    padding = (origin, kernel_size - origin - 1, origin, kernel_size - origin - 1)
+    padded = torch.nn.functional.pad(images, padding, mode="constant", value=-1e4 if largest else 1e4)
+    windows = padded.unfold(2, kernel_size, 1).unfold(3, kernel_size, 1).flatten(-2)
+    return windows.amax(dim=-1) if largest else windows.amin(dim=-1)
+
+
+class ImageMorphology(Node):
+    """Erode, dilate, open, close, the morphological gradient and the top / bottom hats, with a
+    square window of `kernel_size`."""
+
+    class_type = "ImageMorphology"
+    display_name = "ImageMorphology"
+    category = "image/postprocessing"
+
+    image: Image = Link()
+    operation: Literal[MORPHOLOGY] = Widget("erode")  # type: ignore[valid-type]
+    kernel_size: int = Widget(3, ge=3, le=999, step=1)
+
+    def execute(self, ctx) -> ImageOut:
+        x = self.image.pixels.movedim(-1, 1)
+        size = self.kernel_size
+
+        def dilate(t):
+            return _extremum(t, size, largest=True)
+
+        def erode(t):
+            return _extremum(t, size, largest=False)
+
+        out = {"erode": lambda: erode(x), "dilate": lambda: dilate(x), "open": lambda: dilate(erode(x)),
+               "close": lambda: erode(dilate(x)), "gradient": lambda: dilate(x) - erode(x),
+               "top_hat": lambda: x - dilate(erode(x)), "bottom_hat": lambda: erode(dilate(x)) - x}[self.operation]()
+        return ImageOut(Image(out.movedim(1, -1)))
