@@ -18,7 +18,8 @@ from .core.custom_sampling import (AddNoise, BasicGuider, BasicScheduler, CFGGui
 from .core.gligen import GLIGENLoader, GLIGENTextBoxApply
 from .core.image import LoadImage, PreviewImage, SaveImage, SaveImageWebsocket
 from .core.image_batch import ImageFlip, ImageFromBatch, ImageRotate, RepeatImageBatch
-from .core.image_filters import ImageAddNoise, ImageBlend, ImageBlur, ImageMorphology, ImageSharpen
+from .core.image_filters import (ImageAddNoise, ImageBlend, ImageBlur, ImageMorphology, ImageQuantize,
+                                 ImageSharpen)
 from .core.image_layout import ImageStitch, ResizeAndPadImage
 from .core.image_ops import (EmptyImage, GetImageSize, ImageBatch, ImageColorToMask, ImageCrop, ImageInvert,
                              ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageToMask,
@@ -100,4 +101,5 @@ ALL_NODES = [
     StringLength, CaseConverter, StringTrim, StringReplace, StringContains, StringCompare, RegexMatch, RegexExtract,
     RegexReplace, StyleModelLoader, StyleModelApply, SaveImageWebsocket, SaveAnimatedWEBP, SaveAnimatedPNG,
     ImageStitch, ResizeAndPadImage, ImageAddNoise, EpsilonScaling, CFGZeroStar, CFGNorm, ImageMorphology,
+    ImageQuantize,
 ]

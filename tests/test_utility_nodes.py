@@ -209,3 +209,22 @@ def test_image_morphology_is_max_and_min_over_the_window():
     spot[0, 2, 3] = 1.0
     even = ImageMorphology(image=Image(spot), operation="dilate", kernel_size=4).execute(None).IMAGE.pixels[0, ..., 0]
     assert even.nonzero().tolist() == [[r, c] for r in range(1, 5) for c in range(2, 6)]  # origin at 4 // 2
+
+
+def test_image_quantize_keeps_to_the_palette():
+    from nodes.core.image_filters import ImageQuantize
+
+    gradient = torch.linspace(0, 1, 32).reshape(1, 1, 32, 1).expand(1, 16, 32, 3).contiguous()
+
+    def quantize(dither, colors=4, image=gradient):
+        return ImageQuantize(image=Image(image), colors=colors, dither=dither).execute(None).IMAGE.pixels
+
+    plain = quantize("none")
+    assert len(torch.unique(plain[..., 0])) <= 4 and torch.equal(plain[0, 0], plain[0, 15])  # rows alike
+    for dither in ("floyd-steinberg", "bayer-4"):
+        dithered = quantize(dither)
+        assert set(torch.unique(dithered[..., 0]).tolist()) <= set(torch.unique(plain[..., 0]).tolist())
+        assert not torch.equal(dithered, plain)
+    two = torch.zeros(1, 4, 4, 3)
+    two[:, :2] = 1.0
+    assert torch.equal(quantize("none", colors=2, image=two), two)  # already two colours: unchanged

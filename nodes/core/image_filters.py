@@ -1,7 +1,8 @@
-"""ComfyUI's image post-processing nodes: ImageBlend, ImageBlur, ImageSharpen, ImageAddNoise and
-ImageMorphology."""
+"""ComfyUI's image post-processing nodes: ImageBlend, ImageBlur, ImageSharpen, ImageAddNoise,
+ImageMorphology and ImageQuantize."""
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from engine import Link, Node, Widget
@@ -172,3 +173,51 @@ class ImageMorphology(Node):
                "close": lambda: erode(dilate(x)), "gradient": lambda: dilate(x) - erode(x),
                "top_hat": lambda: x - dilate(erode(x)), "bottom_hat": lambda: erode(dilate(x)) - x}[self.operation]()
         return ImageOut(Image(out.movedim(1, -1)))
+
+
+def _bayer_matrix(order: int):
+    """The normalised recursive Bayer threshold matrix of side `order` (a power of two)."""
+    import numpy as np
+
+    matrix = np.zeros((1, 1), "float32")
+    for level in range(1, int(math.log2(order)) + 1):
+        q = 4 ** level
+        m = q * matrix
+        matrix = np.block([[m - 1.5, m + 0.5], [m + 1.5, m - 0.5]]) / q
+    return matrix
+
+
+class ImageQuantize(Node):
+    """Each image reduced to a palette of `colors` (PIL's median cut), without dithering, with
+    Floyd-Steinberg's, or with an ordered Bayer pattern of 2…16, as ComfyUI's node does it."""
+
+    class_type = "ImageQuantize"
+    display_name = "ImageQuantize"
+    category = "image/postprocessing"
+
+    image: Image = Link()
+    colors: int = Widget(256, ge=1, le=256, step=1)
+    dither: Literal["none", "floyd-steinberg", "bayer-2", "bayer-4", "bayer-8", "bayer-16"] = Widget("none")
+
+    def execute(self, ctx) -> ImageOut:
+        import numpy as np
+        import torch
+        from PIL import Image as PILImage
+
+        out = torch.zeros_like(self.image.pixels[..., :3])
+        for index, pixels in enumerate(self.image.pixels[..., :3]):
+            picture = PILImage.fromarray((pixels * 255).to(torch.uint8).numpy(), mode="RGB")  # truncated, as ComfyUI
+            palette = picture.quantize(colors=self.colors)  # PIL needs a palette image for dithered quantizing
+            if self.dither.startswith("bayer"):
+                spread = 2 * 256 / (len(palette.getpalette()) // 3)
+                threshold = torch.from_numpy(spread * _bayer_matrix(int(self.dither.split("-")[-1])) + 0.5)
+                values = torch.from_numpy(np.array(picture).astype(np.float32))
+                tiled = threshold.tile(math.ceil(values.shape[0] / threshold.shape[0]),
+                                       math.ceil(values.shape[1] / threshold.shape[1])).unsqueeze(-1)
+                values = (values + tiled[:values.shape[0], :values.shape[1]]).clamp(0, 255).to(torch.uint8)
+                quantized = PILImage.fromarray(values.numpy()).quantize(palette=palette, dither=PILImage.Dither.NONE)
+            else:
+                dither = PILImage.Dither.NONE if self.dither == "none" else PILImage.Dither.FLOYDSTEINBERG
+                quantized = picture.quantize(palette=palette, dither=dither)
+            out[index] = torch.from_numpy(np.array(quantized.convert("RGB"))).float() / 255
+        return ImageOut(Image(out))
