@@ -61,6 +61,7 @@ from .kolors.text_encode import KolorsTextEncode
 from .sd.loaders import (CheckpointLoader, CheckpointLoaderSimple, CLIPSetLastLayer, LoraLoader,
                          LoraLoaderModelOnly)
 from .sd.checkpoint_save import CheckpointSave, ModelSave, VAESave
+from .sd.lora_extract import LoraSave
 from .sd.part_loaders import CLIPLoader, DualCLIPLoader, UNETLoader
 from .sd.text import CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
 
@@ -101,5 +102,5 @@ ALL_NODES = [
     StringLength, CaseConverter, StringTrim, StringReplace, StringContains, StringCompare, RegexMatch, RegexExtract,
     RegexReplace, StyleModelLoader, StyleModelApply, SaveImageWebsocket, SaveAnimatedWEBP, SaveAnimatedPNG,
     ImageStitch, ResizeAndPadImage, ImageAddNoise, EpsilonScaling, CFGZeroStar, CFGNorm, ImageMorphology,
-    ImageQuantize,
+    ImageQuantize, LoraSave,
 ]

@@ -108,3 +108,57 @@ def test_a_prefix_outside_the_output_folder_is_refused(models, tmp_path):
         _session(models, tmp_path).execute(graph)
     assert failed.value.errors[0].input == "filename_prefix"
     assert not (tmp_path / "escape_00001_.safetensors").exists()
+
+
+@pytest.mark.parametrize("lora_type", ["full_diff", "standard"])
+def test_a_lora_extracted_from_a_difference_recreates_the_patched_model(lora_type, models, tmp_path):
+    from safetensors.torch import load_file
+
+    session = _session(models, tmp_path)
+
+    def pixels(graph):
+        result = session.execute(graph)
+        return np.asarray(Image.open(next(f for f in result.files if f.endswith(".png")))).astype(int)
+
+    base = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}}}
+    lora = {"10": {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "strength_model": 1.0,
+                                                          "strength_clip": 1.0,
+                                                          "lora_name": "tiny_sd15_kohya.safetensors"}}}
+    patched = pixels(base | lora | _sample_graph(["10", 0], ["10", 1], ["1", 2]))
+    plain = pixels(base | _sample_graph(["1", 0], ["1", 1], ["1", 2]))
+    extract = {
+        "11": {"class_type": "ModelMergeSubtract", "inputs": {"model1": ["10", 0], "model2": ["1", 0], "multiplier": 1.0}},
+        "12": {"class_type": "CLIPMergeSubtract", "inputs": {"clip1": ["10", 1], "clip2": ["1", 1], "multiplier": 1.0}},
+        "13": {"class_type": "LoraSave", "inputs": {"filename_prefix": "loras/extracted", "rank": 4,
+                                                    "lora_type": lora_type, "bias_diff": True,
+                                                    "model_diff": ["11", 0], "text_encoder_diff": ["12", 0]}}}
+    [path] = session.execute(base | lora | extract).files
+    state = load_file(path)
+    assert all(k.startswith(("diffusion_model.", "text_encoders.clip_l.transformer.text_model.")) for k in state)
+    assert all(v.dtype == torch.float16 for v in state.values())
+    assert any(k.endswith(".lora_up.weight") for k in state) == (lora_type == "standard")
+    shutil.copy(path, models / "loras" / f"extracted_{lora_type}.safetensors")
+    again = {"10": {**lora["10"], "inputs": {**lora["10"]["inputs"], "lora_name": f"extracted_{lora_type}.safetensors"}}}
+    recreated = pixels(base | again | _sample_graph(["10", 0], ["10", 1], ["1", 2]))
+    if lora_type == "full_diff":
+        assert np.abs(recreated - patched).max() <= 2
+        return
+    assert np.abs(recreated - plain).max() > 5  # the extracted LoRA acts
+
+
+def test_extract_lora_is_a_clamped_truncated_svd():
+    """Each weight's truncated SVD, singular values folded into `up`, both factors clamped at the
+    99th percentile of their signed values (so the factors depend on the SVD's signs, as in
+    ComfyUI); convolutions flattened and shaped back."""
+    from nodes.sd.lora_extract import extract_lora
+
+    generator = torch.Generator().manual_seed(0)
+    diff = torch.randn(12, 3, generator=generator) @ torch.randn(3, 20, generator=generator)
+    up, down = extract_lora(diff, 3)
+    u, s, vh = torch.linalg.svd(diff)
+    high = torch.quantile(torch.cat([(u[:, :3] * s[:3]).flatten(), vh[:3].flatten()]), 0.99)
+    assert torch.allclose(up, (u[:, :3] * s[:3]).clamp(-high, high)) and torch.allclose(down, vh[:3].clamp(-high, high))
+    assert torch.allclose(up @ down, diff, atol=0.05 * float(diff.abs().max()))
+    conv_up, conv_down = extract_lora(torch.randn(8, 4, 3, 3, generator=generator), 2)
+    assert conv_up.shape == (8, 2, 1, 1) and conv_down.shape == (2, 4, 3, 3)
+    assert extract_lora(diff, 50)[0].shape == (12, 12)  # the rank is capped by the weight's sides

@@ -35,8 +35,9 @@ def unet_state(ctx, model: DiffusionModel, stack: ExitStack) -> dict:
     from .lora import patched, unet_changes
 
     unet = ctx.models.get(model)
+    changes = unet_changes(ctx, unet, model.loras)  # before the mark: a merge may load this same model
     change = stack.enter_context(ctx.models.modifying(model))
-    stack.enter_context(patched(unet, unet_changes(ctx, unet, model.loras), change))
+    stack.enter_context(patched(unet, changes, change))
     state = {"model.diffusion_model." + k: v for k, v in
              to_ldm(unet.state_dict(), unet_ldm_names(dict(unet.config))).items()}
     if model.continuous is not None and model.prediction == "v" and not model.continuous[3]:
@@ -50,22 +51,30 @@ def unet_state(ctx, model: DiffusionModel, stack: ExitStack) -> dict:
     return state
 
 
+def patched_towers(ctx, clip: TextEncoders, stack: ExitStack):
+    """(checkpoint spec, tower, weights in transformers' names with `text_model.`) of each tower,
+    patched for as long as `stack` is open."""
+    from .lora import patched, tower_changes
+
+    for tower in clip.towers:
+        spec = next(s for s in clip.family.encoders if s.name == tower.spec.name)
+        model = ctx.models.get(tower)
+        changes = tower_changes(ctx, model, tower.spec, clip)
+        change = stack.enter_context(ctx.models.modifying(tower))
+        stack.enter_context(patched(model, changes, change))
+        yield spec, tower, {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v
+                            for k, v in model.state_dict().items()}
+
+
 def text_encoder_state(ctx, clip: TextEncoders, dtype, stack: ExitStack) -> dict:
     """Each tower under its family's checkpoint prefix, as ComfyUI's process_clip_state_dict_for_saving
     lays them out: CLIP-L in transformers' names without its projection, the OpenCLIP towers fused
     back (their projection and logit scale, which encoding does not use, copied from the source)."""
     import torch
 
-    from .lora import patched, tower_changes
-
     state = {}
-    for tower in clip.towers:
-        spec = next(s for s in clip.family.encoders if s.name == tower.spec.name)
-        model = ctx.models.get(tower)
-        change = stack.enter_context(ctx.models.modifying(tower))
-        stack.enter_context(patched(model, tower_changes(ctx, model, tower.spec, clip), change))
-        weights = {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v.to(dtype)
-                   for k, v in model.state_dict().items()}
+    for spec, tower, weights in patched_towers(ctx, clip, stack):
+        weights = {k: v.to(dtype) for k, v in weights.items()}
         if spec.open_clip:
             weights = hf_clip_to_open_clip(weights)
             if tower.spec.open_clip:  # from an OpenCLIP-named file: the parts encoding leaves out

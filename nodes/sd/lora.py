@@ -154,14 +154,18 @@ def _unet_key_map(unet) -> dict[str, str]:
     names = unet_ldm_names(dict(unet.config))
     ordered = sorted(names, key=len, reverse=True)
     out = {}
+    norms = (torch.nn.GroupNorm, torch.nn.LayerNorm)
     for module_name, module in unet.named_modules():
-        if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+        if not isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, *norms)):
             continue
         prefix = next((p for p in ordered if module_name == p or module_name.startswith(p + ".")), None)
-        if prefix is not None:
-            ldm = names[prefix] + module_name[len(prefix):]
+        ldm = names[prefix] + module_name[len(prefix):] if prefix is not None else None
+        if ldm is not None:
+            out["diffusion_model." + ldm] = module_name  # ComfyUI's generic names reach every weight
+        if isinstance(module, norms):  # only full diffs (`.diff`) touch a norm
+            continue
+        if ldm is not None:
             out["lora_unet_" + ldm.replace(".", "_")] = module_name
-            out["diffusion_model." + ldm] = module_name
         flat = module_name.replace(".", "_")
         out["lora_unet_" + flat] = out["lycoris_" + flat] = module_name
         processor = module_name.replace(".to_", ".processor.to_")
@@ -172,8 +176,8 @@ def _unet_key_map(unet) -> dict[str, str]:
 
 
 def clip_key_map(model, tower: str, family_name: str) -> dict[str, str]:
-    """kohya (`lora_te_`, `lora_te1_`, `lora_te2_`) and diffusers (`text_encoder[_2].`) names,
-    built once per loaded tower."""
+    """kohya (`lora_te_`, `lora_te1_`, `lora_te2_`), diffusers (`text_encoder[_2].`) and ComfyUI's
+    generic (`text_encoders.clip_<tower>.transformer.`) names, built once per loaded tower."""
     by_role = _KEY_MAPS.setdefault(model, {})  # one tower file can serve SD1 and SDXL graphs
     if (known := by_role.get((tower, family_name))) is None:
         known = by_role[(tower, family_name)] = _clip_key_map(model, tower, family_name)
@@ -188,6 +192,11 @@ def _clip_key_map(model, tower: str, family_name: str) -> dict[str, str]:
     diffusers = "text_encoder_2." if tower == "g" and family_name.startswith("sdxl") else "text_encoder."
     out = {}
     for module_name, module in model.named_modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Embedding)):
+            # ComfyUI's generic names, as LoraSave writes them: every weight of the tower
+            full = module_name if module_name.startswith(("text_model.", "text_projection")) else \
+                "text_model." + module_name
+            out[f"text_encoders.clip_{tower}.transformer.{full}"] = module_name
         if not isinstance(module, torch.nn.Linear) or ".layers." not in module_name:
             continue
         inner = module_name[module_name.index("encoder.layers."):]  # encoder.layers.N.<part>
@@ -259,7 +268,8 @@ def _steps(module, changes) -> dict[str, list]:
                 steps.setdefault(parameter, []).append(
                     lambda w, p=parameter, m=adapter, a=own, b=theirs: w * a + m.source(p).to(w.device) * b)
             continue
-        steps.setdefault(f"{name}.weight", []).append(lambda w, a=adapter, s=strength: a.applied(w, s))
+        if set(adapter.parts) != {"diff_b"}:  # a bias-only entry changes no weight
+            steps.setdefault(f"{name}.weight", []).append(lambda w, a=adapter, s=strength: a.applied(w, s))
         if "diff_b" in adapter.parts and module.get_submodule(name).bias is not None:
             steps.setdefault(f"{name}.bias", []).append(
                 lambda w, a=adapter, s=strength: w + s * a.parts["diff_b"].float().to(w.device))
