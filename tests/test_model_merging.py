@@ -76,20 +76,12 @@ def test_a_merge_takes_its_place_among_loras(models):
     from types import SimpleNamespace
 
     from engine.model_store import ModelStore
-    from nodes.sd.checkpoint import CheckpointFile, detect
     from nodes.sd.lora import patched_value, unet_changes
-    from nodes.sd.models import DiffusionModel, LoraPatch, MergePatch
-
-    def handle(name):
-        path = models / "checkpoints" / name
-        info = detect(CheckpointFile(path))
-        import json
-
-        return DiffusionModel(str(path), info.family.name, info.unet_prefix, json.dumps(info.unet_config, sort_keys=True),
-                              info.prediction, "cpu")
+    from nodes.sd.models import LoraPatch, MergePatch
+    from tests.test_sd_models import _handle
 
     ctx = SimpleNamespace(models=ModelStore())
-    own, other = handle("tiny_sd15.safetensors"), handle("other_sd15.safetensors")
+    own, other = (_handle(models / "checkpoints" / name) for name in ("tiny_sd15.safetensors", "other_sd15.safetensors"))
     lora = LoraPatch(str(models / "loras" / "tiny_sd15_kohya.safetensors"), 1.0)
     unet = ctx.models.get(own)
     name = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
@@ -114,22 +106,14 @@ def test_models_of_other_shapes_are_not_merged(models, tmp_path):
 
 def _weights_after(models, patch_of):
     """(own weights, other's weights, merged weights) of every UNet parameter, for a MergePatch."""
-    import json
     from types import SimpleNamespace
 
     from engine.model_store import ModelStore
-    from nodes.sd.checkpoint import CheckpointFile, detect
     from nodes.sd.lora import patched, unet_changes
-    from nodes.sd.models import DiffusionModel
-
-    def handle(name):
-        path = models / "checkpoints" / name
-        info = detect(CheckpointFile(path))
-        return DiffusionModel(str(path), info.family.name, info.unet_prefix, json.dumps(info.unet_config, sort_keys=True),
-                              info.prediction, "cpu")
+    from tests.test_sd_models import _handle
 
     ctx = SimpleNamespace(models=ModelStore())
-    own, other = handle("tiny_sd15.safetensors"), handle("other_sd15.safetensors")
+    own, other = (_handle(models / "checkpoints" / name) for name in ("tiny_sd15.safetensors", "other_sd15.safetensors"))
     unet, second = ctx.models.get(own), ctx.models.get(other)
     w1 = {k: v.detach().clone() for k, v in unet.named_parameters()}
     w2 = dict(second.named_parameters())

@@ -366,4 +366,5 @@ class AddNoise(Node):
         factor = self.model.family.latent_scale
         scaled = samples * factor if torch.count_nonzero(samples) > 0 else samples
         noisy = self.model.model_sampling().noise_scaling(scale, noise, scaled) / factor
-        return LatentOut(dataclasses.replace(latent, samples=torch.nan_to_num(noisy, nan=0.0, posinf=0.0, neginf=0.0)))
+        noisy = torch.nan_to_num(noisy, nan=0.0, posinf=0.0, neginf=0.0)
+        return LatentOut(dataclasses.replace(latent, samples=noisy))

@@ -18,7 +18,9 @@ def _repeat_last(images, size: int):
     """A batch filled up to `size` with copies of its last image (ImageStitch's rule)."""
     import torch
 
-    return images if images.shape[0] >= size else torch.cat([images, images[-1:].repeat(size - images.shape[0], 1, 1, 1)])
+    if images.shape[0] >= size:
+        return images
+    return torch.cat([images, images[-1:].repeat(size - images.shape[0], 1, 1, 1)])
 
 
 def _pad_centred(images, dim: int, size: int, value: float):

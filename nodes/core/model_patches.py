@@ -1,8 +1,8 @@
 """Nodes that change how a MODEL samples without touching its weights: ModelSamplingDiscrete
 (the prediction type and zero-terminal-SNR schedule), ModelSamplingContinuousEDM / V, RescaleCFG,
-PerturbedAttentionGuidance, DifferentialDiffusion, FreeU, FreeU_V2, SelfAttentionGuidance,
-PatchModelAddDownscale and HypernetworkLoader. They return a new handle; the UNet loaded for it
-is the same."""
+the post-CFG steps (PerturbedAttentionGuidance, SelfAttentionGuidance, Epsilon Scaling,
+CFGZeroStar, CFGNorm), DifferentialDiffusion, FreeU, FreeU_V2, PatchModelAddDownscale and
+HypernetworkLoader. They return a new handle; the UNet loaded for it is the same."""
 from __future__ import annotations
 
 import dataclasses

@@ -221,7 +221,8 @@ def write_chatglm_checkpoints(root: Path) -> None:
     save_file({k.removeprefix("transformer."): v for k, v in state.items()}, str(fp16))
     for bits in (8, 4):
         model = quantize_chatglm_(load_chatglm_file(str(fp16), torch.float16, "cpu"), bits)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / f"chatglm3-{bits}bit.safetensors"))
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(folder / f"chatglm3-{bits}bit.safetensors"))
 
 
 def make_tiny_models(root: Path, seed: int = 0) -> Path:

@@ -106,7 +106,8 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
             if key is None:
                 concats[key] = torch.zeros_like(scaled) if edit else _inpaint_concat(noise_mask, scaled)
             else:
-                image = entry.concat_latent.to(device, torch.float32) * (model.ip2p_scale if edit else model.latent_scale)
+                scale = model.ip2p_scale if edit else model.latent_scale
+                image = entry.concat_latent.to(device, torch.float32) * scale
                 if image.shape[1:] != scaled.shape[1:]:
                     from ..core.resample import common_upscale
 

@@ -248,7 +248,10 @@ class Merge:
         if not ratios:
             return self.patch.own, self.patch.theirs
         ldm = self.ldm_names.get(name, name)
-        ratio = max(((len(p), r) for p, r in ratios if ldm.startswith(p)), default=(0, ratios[0][1]))[1]
+        ratio, longest = ratios[0][1], 0
+        for prefix, value in ratios:  # the longest prefix the name starts with, the first among equals
+            if ldm.startswith(prefix) and len(prefix) > longest:
+                ratio, longest = value, len(prefix)
         return ratio, 1.0 - ratio
 
 
