@@ -34,7 +34,7 @@ from .core.latent_ops import (LatentAdd, LatentBatch, LatentBatchSeedBehavior, L
 from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, SolidMask,
                         ThresholdMask)
 from .core.model_merging import (CLIPMergeAdd, CLIPMergeSimple, CLIPMergeSubtract, ModelMergeAdd, ModelMergeBlocks,
-                                 ModelMergeSimple, ModelMergeSubtract)
+                                 ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, ModelMergeSimple, ModelMergeSubtract)
 from .core.model_patches import (CFGNorm, CFGZeroStar, DifferentialDiffusion, EpsilonScaling, FreeU, FreeU_V2,
                                  HypernetworkLoader,
                                  ModelSamplingContinuousEDM, ModelSamplingContinuousV, ModelSamplingDiscrete,
@@ -102,5 +102,5 @@ ALL_NODES = [
     StringLength, CaseConverter, StringTrim, StringReplace, StringContains, StringCompare, RegexMatch, RegexExtract,
     RegexReplace, StyleModelLoader, StyleModelApply, SaveImageWebsocket, SaveAnimatedWEBP, SaveAnimatedPNG,
     ImageStitch, ResizeAndPadImage, ImageAddNoise, EpsilonScaling, CFGZeroStar, CFGNorm, ImageMorphology,
-    ImageQuantize, LoraSave,
+    ImageQuantize, LoraSave, ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL,
 ]

@@ -165,3 +165,20 @@ def test_subtract_and_add_merges(models, tmp_path):
     blocks = {"10": {"class_type": "ModelMergeBlocks", "inputs": {"model1": ["1", 0], "model2": ["2", 0],
                                                                   "input": 1.0, "middle": 1.0, "out": 1.0}}}
     assert torch.equal(session.execute(_graph(["10", 0], ["1", 1], blocks)).outputs["3"].LATENT.samples, plain)
+
+
+def test_per_architecture_block_merges_take_dotted_block_inputs(models, tmp_path):
+    session = Session(settings=Settings(models_dir=models, output_dir=tmp_path / "out", device="cpu"), cache=False)
+    blocks = ["time_embed.", "label_emb."] + [f"input_blocks.{i}." for i in range(12)] + \
+        [f"middle_block.{i}." for i in range(3)] + [f"output_blocks.{i}." for i in range(12)] + ["out."]
+
+    def merged(ratio_of):
+        node = {"class_type": "ModelMergeSD1", "inputs": {"model1": ["1", 0], "model2": ["2", 0],
+                                                          **{b: ratio_of(b) for b in blocks}}}
+        return session.execute(_graph(["10", 0], ["1", 1], {"10": node})).outputs["3"].LATENT.samples
+
+    first = session.execute(_graph(["1", 0], ["1", 1])).outputs["3"].LATENT.samples
+    second = session.execute(_graph(["2", 0], ["1", 1])).outputs["3"].LATENT.samples
+    assert torch.equal(merged(lambda b: 1.0), first) and torch.equal(merged(lambda b: 0.0), second)
+    middle_only = merged(lambda b: 0.0 if b.startswith("middle_block.") else 1.0)
+    assert not torch.equal(middle_only, first) and not torch.equal(middle_only, second)

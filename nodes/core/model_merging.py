@@ -1,5 +1,5 @@
 """ComfyUI's model merging nodes: sums of two models' weights (weighted means, per-block means,
-differences, sums), applied while sampling or encoding like LoRAs (in order with them) and undone
+per-architecture block means, differences, sums), applied while sampling or encoding like LoRAs (in order with them) and undone
 after. Only the weights are merged; everything else (prediction type, patches) is model1's."""
 from __future__ import annotations
 
@@ -129,3 +129,30 @@ class CLIPMergeAdd(Node):
 
     def execute(self, ctx) -> ClipOut:
         return merged_clips(self.clip1, self.clip2, 1.0, 1.0)
+
+
+def _block_merge_node(class_type: str, blocks: list[str]) -> type[Node]:
+    """A per-architecture block merge (ComfyUI's ModelMergeSD1, …): one ratio per LDM block, the
+    inputs named by the blocks' key prefixes (`input_blocks.3.`), which is why the class is built
+    here rather than declared (a field name cannot hold dots)."""
+
+    def execute(self, ctx) -> ModelOut:
+        return merged_models(self.model1, self.model2, 1.0, 0.0, tuple((b, self.__dict__[b]) for b in blocks))
+
+    ratios = {block: Widget(1.0, ge=0.0, le=1.0, step=0.01) for block in blocks}
+    namespace = {"__module__": __name__, "__qualname__": class_type,
+                 "__doc__": f"ModelMergeBlocks with a ratio for each of the {len(blocks)} blocks of this architecture.",
+                 "__annotations__": {"model1": DiffusionModel, "model2": DiffusionModel, **dict.fromkeys(blocks, float)},
+                 "class_type": class_type, "category": CATEGORY + "/model_specific",
+                 "model1": Link(), "model2": Link(), **ratios, "execute": execute}
+    return type(class_type, (Node,), namespace)
+
+
+def _blocks(inputs: int, outputs: int) -> list[str]:
+    return (["time_embed.", "label_emb."] + [f"input_blocks.{i}." for i in range(inputs)]
+            + [f"middle_block.{i}." for i in range(3)] + [f"output_blocks.{i}." for i in range(outputs)] + ["out."])
+
+
+ModelMergeSD1 = _block_merge_node("ModelMergeSD1", _blocks(12, 12))
+ModelMergeSD2 = _block_merge_node("ModelMergeSD2", _blocks(12, 12))
+ModelMergeSDXL = _block_merge_node("ModelMergeSDXL", _blocks(9, 9))
