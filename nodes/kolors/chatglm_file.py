@@ -94,8 +94,8 @@ def load_chatglm_file(path: str, dtype, device: str):
                              f"({len(missing)} missing, {len(unexpected)} unexpected: {listed})")
     rope = model.rotary_pos_emb
     if rope.inv_freq.is_meta:
-        half = rope.inv_freq.numel() * 2
-        rope.inv_freq = 1.0 / (10000 ** (torch.arange(0, half, 2, dtype=torch.float32) / half))
+        dim = rope.inv_freq.numel() * 2
+        rope.inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
     return model.to(device).eval()
 
 
