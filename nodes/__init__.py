@@ -38,7 +38,7 @@ from .core.model_merging import (CLIPMergeAdd, CLIPMergeSimple, CLIPMergeSubtrac
 from .core.model_patches import (CFGNorm, CFGZeroStar, DifferentialDiffusion, EpsilonScaling, FreeU, FreeU_V2,
                                  HypernetworkLoader,
                                  ModelSamplingContinuousEDM, ModelSamplingContinuousV, ModelSamplingDiscrete,
-                                 PatchModelAddDownscale, PerturbedAttentionGuidance, RescaleCFG,
+                                 PatchModelAddDownscale, PerpNeg, PerturbedAttentionGuidance, RescaleCFG,
                                  SelfAttentionGuidance)
 from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, PrimitiveString,
                               PrimitiveStringMultiline)
@@ -102,5 +102,5 @@ ALL_NODES = [
     StringLength, CaseConverter, StringTrim, StringReplace, StringContains, StringCompare, RegexMatch, RegexExtract,
     RegexReplace, StyleModelLoader, StyleModelApply, SaveImageWebsocket, SaveAnimatedWEBP, SaveAnimatedPNG,
     ImageStitch, ResizeAndPadImage, ImageAddNoise, EpsilonScaling, CFGZeroStar, CFGNorm, ImageMorphology,
-    ImageQuantize, LoraSave, ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL,
+    ImageQuantize, LoraSave, ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, PerpNeg,
 ]

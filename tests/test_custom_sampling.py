@@ -224,3 +224,44 @@ def test_perp_neg_guider_with_neg_scale_zero_is_cfg_against_the_empty_prompt(ses
     assert np.abs(run(perp) - against_empty).max() <= 1
     perp["inputs"]["neg_scale"] = 2.0
     assert np.abs(run(perp) - against_empty).max() > 5
+
+
+def test_the_deprecated_perp_neg_patch_is_perp_neg_guider_as_the_models_cfg_function(session):
+    import numpy as np
+
+    parts = base() | {
+        "8": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "10": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "11": {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "normal", "steps": 4,
+                                                          "denoise": 1.0}},
+        "13": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
+        "30": {"class_type": "PerpNeg", "inputs": {"model": ["4", 0], "empty_conditioning": ["8", 0],
+                                                   "neg_scale": 1.5}},
+    }
+
+    def run(guider, **patches):
+        graph = parts | patches | {"15": guider, "20": {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["13", 0], "guider": ["15", 0], "sampler": ["10", 0], "sigmas": ["11", 0],
+            "latent_image": ["5", 0]}}}
+        return decoded(session, graph, "20")
+
+    def cfg_guider(model, cfg):
+        return {"class_type": "CFGGuider", "inputs": {"model": model, "positive": ["6", 0], "negative": ["7", 0],
+                                                      "cfg": cfg}}
+
+    patched = run(cfg_guider(["30", 0], 5.0))
+    guider = run({"class_type": "PerpNegGuider", "inputs": {
+        "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0], "empty_conditioning": ["8", 0],
+        "cfg": 5.0, "neg_scale": 1.5}})
+    assert np.array_equal(patched, guider)
+    assert np.abs(patched - run(cfg_guider(["4", 0], 5.0))).max() > 5
+    # one CFG function per model: RescaleCFG before the patch is replaced by it
+    rescale = {"31": {"class_type": "RescaleCFG", "inputs": {"model": ["4", 0], "multiplier": 0.7}}}
+    parts["30"]["inputs"]["model"] = ["31", 0]
+    assert np.array_equal(run(cfg_guider(["30", 0], 5.0), **rescale), patched)
+    parts["30"]["inputs"]["model"] = ["4", 0]
+    # at CFG 1 ComfyUI still calls it, the unevaluated negative counting as 0: only neg_scale 0 is plain CFG 1
+    plain = run(cfg_guider(["4", 0], 1.0))
+    assert np.abs(run(cfg_guider(["30", 0], 1.0)) - plain).max() > 5
+    parts["30"]["inputs"]["neg_scale"] = 0.0
+    assert np.abs(run(cfg_guider(["30", 0], 1.0)) - plain).max() <= 1

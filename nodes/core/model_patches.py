@@ -16,6 +16,7 @@ from ..sd.deep_shrink import METHODS as SHRINK_METHODS
 from ..sd.deep_shrink import DeepShrink
 from ..sd.freeu import FreeU as FreeUSettings
 from ..sd.hypernetwork import Hypernetwork
+from ..sampling.conditioning import Conditioning
 from ..sd.models import DiffusionModel
 from ..sd.part_loaders import files_fingerprint, files_in, find_model_file
 
@@ -99,7 +100,26 @@ class RescaleCFG(Node):
     multiplier: float = Widget(0.7, ge=0.0, le=1.0, step=0.01)
 
     def execute(self, ctx) -> ModelOut:
-        return ModelOut(dataclasses.replace(self.model, cfg_rescale=self.multiplier))
+        # ComfyUI's model holds one CFG function: the last patch to set it wins
+        return ModelOut(dataclasses.replace(self.model, cfg_rescale=self.multiplier, perp_neg=None))
+
+
+class PerpNeg(Node):
+    """The deprecated form of PerpNegGuider: its perpendicular-negative CFG as the model's CFG
+    function (replacing RescaleCFG's; at CFG 1 the negative is not evaluated and counts as 0, as
+    a CFG function sees it in ComfyUI)."""
+
+    class_type = "PerpNeg"
+    display_name = "Perp-Neg (DEPRECATED by PerpNegGuider)"
+    category = "_for_testing"
+
+    model: DiffusionModel = Link()
+    empty_conditioning: Conditioning = Link()
+    neg_scale: float = Widget(1.0, ge=0.0, le=100.0, step=0.01)
+
+    def execute(self, ctx) -> ModelOut:
+        return ModelOut(dataclasses.replace(self.model, perp_neg=(self.empty_conditioning, self.neg_scale),
+                                            cfg_rescale=None))
 
 
 class PerturbedAttentionGuidance(Node):

@@ -237,13 +237,16 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
     """CFG over both sides; with cfg ≈ 1 the negative is skipped unless `always_uncond`.
     `rescale`: RescaleCFG's multiplier; `post_cfg`: the model's post-CFG steps in order
     (post_cfg.py), `attention` the map SAG reads; `perp_neg`: PerpNegGuider's (empty prompt
-    entries, neg_scale), a third side always evaluated; `dual`: DualCFGGuider's (middle entries,
-    cfg2, nested), with `cfg` its cfg1 (dual_cfg)."""
+    entries, neg_scale), a third side always evaluated, or the PerpNeg patch's (entries,
+    neg_scale, False), whose negative CFG 1 leaves out; `dual`: DualCFGGuider's (middle entries, cfg2, nested),
+    with `cfg` its cfg1 (dual_cfg)."""
     always_uncond = always_uncond or any(step.needs_negative for step in post_cfg)
     if dual is not None:
         given = _dual_sides(positive, negative, dual[0], cfg, dual[1], dual[2], always_uncond)
     elif perp_neg is not None:
-        given = [positive, negative, perp_neg[0]]
+        # the patch is a cfg function: at CFG 1 ComfyUI leaves the negative out, which predicts 0
+        skipped = len(perp_neg) > 2 and not perp_neg[2] and math.isclose(cfg, 1.0) and not always_uncond
+        given = [positive, [] if skipped else negative, perp_neg[0]]
     elif math.isclose(cfg, 1.0) and not always_uncond:
         given = [positive]
     else:
@@ -299,7 +302,7 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
                               lambda cond, uncond, scale: combine(cond, uncond, scale, x, sigma))
         elif len(results) == 1:
             guided = results[0]
-        elif perp_neg is not None:  # ComfyUI's PerpNegGuider takes no cfg function (RescaleCFG)
+        elif len(results) == 3:  # ComfyUI's PerpNegGuider takes no cfg function (RescaleCFG)
             keep["uncond"] = results[1]
             guided = perpendicular_cfg(*results, cfg, perp_neg[1])
         else:

@@ -35,6 +35,7 @@ class SamplingModel:
     device: str
     concat_channels: int = 0  # inpainting UNets take 5 more: the mask and the masked latent
     cfg_rescale: float | None = None  # RescaleCFG: the guided prediction's spread brought back
+    perp_neg: tuple | None = None  # the PerpNeg patch's (empty prompt entries, neg_scale): a CFG function
     post_cfg: tuple = ()  # the model's post-CFG steps in order (post_cfg.py)
     differential_diffusion: float | None = None  # its strength: the noise mask becomes a moving threshold
     wants_sigma: bool = False  # predict() takes sigma= (patches that act in a σ window: Deep Shrink)
@@ -130,10 +131,16 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         return ms.denoised(sigma_part, output.float(), x_part)
 
     negative = [entry.replace(prompt_type="negative") for entry in negative]
+    if perp_neg is None and model.perp_neg is not None:
+        # the deprecated PerpNeg patch: PerpNegGuider's formula as the model's CFG function, called
+        # at CFG 1 too, with the skipped negative predicting 0
+        perp_neg = (*model.perp_neg, False)
+    if perp_neg is not None:  # the empty prompt counts as a negative one, in both forms
+        perp_neg = ([entry.replace(prompt_type="negative") for entry in perp_neg[0]], *perp_neg[1:])
     if model.prepare is not None:
         positive, negative = model.prepare(positive, seed), model.prepare(negative, seed)
         if perp_neg is not None:
-            perp_neg = (model.prepare(perp_neg[0], seed), perp_neg[1])
+            perp_neg = (model.prepare(perp_neg[0], seed), *perp_neg[1:])
     if dual is not None:  # the middle conditioning counts as a negative one (Guider_DualCFG.set_conds)
         middle = [entry.replace(prompt_type="negative") for entry in dual[0]]
         dual = ((model.prepare(middle, seed) if model.prepare is not None else middle),) + tuple(dual[1:])

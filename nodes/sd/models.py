@@ -80,6 +80,7 @@ class DiffusionModel(EdgeValue):
     weight_dtype: str = "default"  # UNETLoader's fp8 choices store the weights in that format
     layout: str = "ldm"  # or "diffusers": a UNet file already in diffusers' names
     cfg_rescale: float | None = None  # RescaleCFG's multiplier
+    perp_neg: tuple | None = None  # the deprecated PerpNeg patch's (empty conditioning, neg_scale)
     post_cfg: tuple = ()  # post-CFG steps in the order nodes added them (PAG, SAG, Epsilon Scaling…)
     differential_diffusion: float | None = None  # DifferentialDiffusion's strength
     freeu: Any = None  # FreeU / FreeU_V2 settings (sd.freeu.FreeU)
@@ -284,6 +285,8 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
 
     return SamplingModel(predict, handle.model_sampling(), family.latent_scale, device, concat_channels=extra,
                          cfg_rescale=handle.cfg_rescale, post_cfg=handle.post_cfg,
+                         perp_neg=None if handle.perp_neg is None else
+                         (list(handle.perp_neg[0].entries), handle.perp_neg[1]),
                          attention=lambda: recorded.get("attention"),
                          differential_diffusion=handle.differential_diffusion,
                          wants_sigma=handle.deep_shrink is not None,
