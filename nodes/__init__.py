@@ -61,6 +61,7 @@ from .kolors.text_encode import KolorsTextEncode
 from .sd.loaders import (CheckpointLoader, CheckpointLoaderSimple, CLIPSetLastLayer, LoraLoader,
                          LoraLoaderModelOnly)
 from .sd.checkpoint_save import CheckpointSave, ModelSave, VAESave
+from .sd.diffusers_loader import DiffusersLoader
 from .sd.lora_extract import LoraSave
 from .sd.part_loaders import CLIPLoader, DualCLIPLoader, UNETLoader
 from .sd.text import CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
@@ -103,4 +104,5 @@ ALL_NODES = [
     RegexReplace, StyleModelLoader, StyleModelApply, SaveImageWebsocket, SaveAnimatedWEBP, SaveAnimatedPNG,
     ImageStitch, ResizeAndPadImage, ImageAddNoise, EpsilonScaling, CFGZeroStar, CFGNorm, ImageMorphology,
     ImageQuantize, LoraSave, ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, PerpNeg,
+    DiffusersLoader,
 ]

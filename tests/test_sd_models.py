@@ -275,6 +275,66 @@ def test_a_diffusers_unet_of_another_family_is_refused_by_name(tiny_models):
         unet_handle(kolors, "cpu")
 
 
+def _save_pipeline(folder: Path, checkpoint: Path, family_name: str, variant: str | None) -> None:
+    """The checkpoint's modules as diffusers' save_pretrained lays out a pipeline folder."""
+    unet, towers, vae = _pipeline_parts(checkpoint, family_name)
+    unet.save_pretrained(folder / "unet", variant=variant)
+    vae.save_pretrained(folder / "vae", variant=variant)
+    for part, tower in zip(("text_encoder", "text_encoder_2"), towers):
+        tower.save_pretrained(folder / part, variant=variant)
+    pipeline = "StableDiffusionXLPipeline" if len(towers) == 2 else "StableDiffusionPipeline"
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline}))
+
+
+@pytest.mark.parametrize("family,variant", [("sd15", "fp16"), ("sdxl", None)])
+def test_diffusers_loader_runs_a_saved_pipeline_as_its_checkpoint(family, variant, tiny_models, tmp_path):
+    """DiffusersLoader on a folder written by save_pretrained (`.fp16` variant files for SD1.5):
+    the same UNet, text encoders and VAE, so the same image as CheckpointLoaderSimple's."""
+    import shutil
+
+    import numpy as np
+
+    checkpoint = tiny_models / "checkpoints" / f"tiny_{family}.safetensors"
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models, copy_function=os.link)
+    _save_pipeline(models / "diffusers" / "saved" / family, checkpoint, detect(CheckpointFile(checkpoint)).family.name,
+                   variant)
+    graph = _graph(checkpoint.name, "euler", "normal", 5.0)
+    whole = _run_graph_image(models, tmp_path / "a", graph)
+    graph["4"] = {"class_type": "DiffusersLoader", "inputs": {"model_path": f"saved/{family}"}}
+    assert np.array_equal(_run_graph_image(models, tmp_path / "b", graph), whole)
+
+
+def test_diffusers_loader_errors_name_the_folder_and_the_part(tiny_models, tmp_path):
+    import shutil
+
+    from engine import Session, Settings
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models, copy_function=os.link)
+    sd15 = tiny_models / "checkpoints" / "tiny_sd15.safetensors"
+    _save_pipeline(models / "diffusers" / "mixed", sd15, "sd1", None)
+    sdxl = models / "diffusers" / "sdxl_parts"
+    _save_pipeline(sdxl, tiny_models / "checkpoints" / "tiny_sdxl.safetensors", "sdxl", None)
+    shutil.rmtree(models / "diffusers" / "mixed" / "text_encoder")
+    shutil.copytree(sdxl / "text_encoder", models / "diffusers" / "mixed" / "text_encoder")
+    shutil.copytree(sdxl / "text_encoder_2", models / "diffusers" / "mixed" / "text_encoder_2")
+    shutil.rmtree(sdxl / "vae")
+    session = Session(settings=Settings(models_dir=models, output_dir=tmp_path / "out", device="cpu"), cache=False)
+
+    def error(model_path):
+        graph = _graph("tiny_sd15.safetensors", "euler", "normal", 5.0)
+        graph["4"] = {"class_type": "DiffusersLoader", "inputs": {"model_path": model_path}}
+        result = session.execute(graph, raise_on_error=False)
+        assert result.status == "invalid", result.errors  # bad input: exit code 2
+        return " ".join(str(e) for e in result.errors)
+
+    assert "text encoders are sdxl's but its UNet is sd1's" in error("mixed")
+    assert "no vae weights" in error("sdxl_parts")
+    assert "Kolors pipeline" in error("Kolors")
+    assert "not among the choices ('Kolors', 'mixed', 'sdxl_parts')" in error("../checkpoints")
+
+
 def test_clip_loader_types(tiny_models):
     from engine import ModelLoadError
     from nodes.sd.families import CLIP_G_REFINER, CLIP_L_SD1

@@ -96,12 +96,13 @@ class VAE(EdgeValue):
         state = CheckpointFile(path).tensors(self.prefix)
         config = json.loads(SDXL_VAE_CONFIG.read_text())
         config = {k: v for k, v in config.items() if not k.startswith("_")}
-        if "decoder.conv_in.weight" in state:  # LDM keys (sdxl.vae.safetensors, ComfyUI files)
-            config.update(_shape_overrides(state, "encoder.down.{}.block.{}.conv1.weight", "encoder.down"))
-            state = convert_ldm_vae_checkpoint(state, {**config, "_class_name": "AutoencoderKL"})
-        elif "decoder.up_blocks.0.resnets.0.norm1.weight" in state:  # diffusers keys
+        # diffusers keys first: both layouts name decoder.conv_in alike
+        if "decoder.up_blocks.0.resnets.0.norm1.weight" in state:  # diffusers keys
             config.update(_shape_overrides(state, "encoder.down_blocks.{}.resnets.{}.conv1.weight",
                                            "encoder.down_blocks"))
+        elif "decoder.conv_in.weight" in state:  # LDM keys (sdxl.vae.safetensors, ComfyUI files)
+            config.update(_shape_overrides(state, "encoder.down.{}.block.{}.conv1.weight", "encoder.down"))
+            state = convert_ldm_vae_checkpoint(state, {**config, "_class_name": "AutoencoderKL"})
         else:
             raise ModelLoadError(f"{path} is not a VAE: it has neither LDM nor diffusers VAE keys")
         try:

@@ -163,7 +163,7 @@ def _type_problem(supported: tuple[str, ...]):
     return check
 
 
-def _embeddings(ctx) -> tuple[str, ...]:
+def embedding_folders(ctx) -> tuple[str, ...]:
     return (str(ctx.settings.models_dir / "embeddings"),)
 
 
@@ -183,10 +183,25 @@ class CLIPLoader(Node):
 
     def execute(self, ctx) -> ClipOut:
         device = "cpu" if self.device == "cpu" else ctx.device
-        tower = text_tower(find_model_file(ctx.settings, TEXT_ENCODER_FOLDERS, self.clip_name, "clip_name"), device,
-                           {"l": CLIP_L_SD1, "h": CLIP_H_SD2, "g": CLIP_G_REFINER})
-        family = {"l": SD1, "h": SD2, "g": SDXL_REFINER}[tower.spec.name]
-        return ClipOut(TextEncoders(family.name, (tower,), embeddings_dirs=_embeddings(ctx)))
+        path = find_model_file(ctx.settings, TEXT_ENCODER_FOLDERS, self.clip_name, "clip_name")
+        return ClipOut(single_text_encoder(path, device, embedding_folders(ctx)))
+
+
+def single_text_encoder(path, device: str, embeddings_dirs: tuple[str, ...]) -> TextEncoders:
+    """One text-encoder file as the family it serves: CLIP-L SD1.x, CLIP-H SD2.x, bigG the refiner."""
+    tower = text_tower(path, device, {"l": CLIP_L_SD1, "h": CLIP_H_SD2, "g": CLIP_G_REFINER})
+    family = {"l": SD1, "h": SD2, "g": SDXL_REFINER}[tower.spec.name]
+    return TextEncoders(family.name, (tower,), embeddings_dirs=embeddings_dirs)
+
+
+def sdxl_text_encoders(paths, device: str, embeddings_dirs: tuple[str, ...]) -> TextEncoders:
+    """SDXL's two text-encoder files, CLIP-L and bigG in either order."""
+    towers = [text_tower(path, device, {"l": CLIP_L_SDXL, "g": CLIP_G_SDXL}) for path in paths]
+    if {t.spec.name for t in towers} != {"l", "g"}:
+        raise ModelLoadError("sdxl needs one CLIP-L and one CLIP-G file; got "
+                             + " and ".join("CLIP-" + t.spec.name.upper() for t in towers))
+    towers.sort(key=lambda t: t.spec.name != "l")  # CLIP-L first, as SDXL concatenates them
+    return TextEncoders(SDXL.name, tuple(towers), embeddings_dirs=embeddings_dirs)
 
 
 class DualCLIPLoader(Node):
@@ -206,11 +221,6 @@ class DualCLIPLoader(Node):
 
     def execute(self, ctx) -> ClipOut:
         device = "cpu" if self.device == "cpu" else ctx.device
-        role = {"l": CLIP_L_SDXL, "g": CLIP_G_SDXL}
-        towers = [text_tower(find_model_file(ctx.settings, TEXT_ENCODER_FOLDERS, name, f"clip_name{i}"), device, role)
-                  for i, name in ((1, self.clip_name1), (2, self.clip_name2))]
-        if {t.spec.name for t in towers} != {"l", "g"}:
-            raise ModelLoadError("sdxl needs one CLIP-L and one CLIP-G file; got "
-                                 + " and ".join("CLIP-" + t.spec.name.upper() for t in towers))
-        towers.sort(key=lambda t: t.spec.name != "l")  # CLIP-L first, as SDXL concatenates them
-        return ClipOut(TextEncoders(SDXL.name, tuple(towers), embeddings_dirs=_embeddings(ctx)))
+        paths = [find_model_file(ctx.settings, TEXT_ENCODER_FOLDERS, name, f"clip_name{i}")
+                 for i, name in ((1, self.clip_name1), (2, self.clip_name2))]
+        return ClipOut(sdxl_text_encoders(paths, device, embedding_folders(ctx)))
