@@ -60,7 +60,7 @@ from .kolors.sampler import KolorsSampler
 from .kolors.text_encode import KolorsTextEncode
 from .sd.loaders import (CheckpointLoader, CheckpointLoaderSimple, CLIPSetLastLayer, LoraLoader,
                          LoraLoaderModelOnly)
-from .sd.checkpoint_save import CheckpointSave, ModelSave, VAESave
+from .sd.checkpoint_save import CheckpointSave, CLIPSave, ModelSave, VAESave
 from .sd.diffusers_loader import DiffusersLoader
 from .sd.lora_extract import LoraSave
 from .sd.part_loaders import CLIPLoader, DualCLIPLoader, UNETLoader
@@ -104,5 +104,5 @@ ALL_NODES = [
     RegexReplace, StyleModelLoader, StyleModelApply, SaveImageWebsocket, SaveAnimatedWEBP, SaveAnimatedPNG,
     ImageStitch, ResizeAndPadImage, ImageAddNoise, EpsilonScaling, CFGZeroStar, CFGNorm, ImageMorphology,
     ImageQuantize, LoraSave, ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, PerpNeg,
-    DiffusersLoader,
+    DiffusersLoader, CLIPSave,
 ]

@@ -1,4 +1,4 @@
-"""CheckpointSave, ModelSave, VAESave: files in ComfyUI's layout that load back as they sampled."""
+"""CheckpointSave, ModelSave, VAESave, CLIPSave: files in ComfyUI's layout that load back as they sampled."""
 from __future__ import annotations
 
 import os
@@ -162,3 +162,52 @@ def test_extract_lora_is_a_clamped_truncated_svd():
     conv_up, conv_down = extract_lora(torch.randn(8, 4, 3, 3, generator=generator), 2)
     assert conv_up.shape == (8, 2, 1, 1) and conv_down.shape == (2, 4, 3, 3)
     assert extract_lora(diff, 50)[0].shape == (12, 12)  # the rank is capped by the weight's sides
+
+
+def test_clip_save_writes_each_tower_as_a_file_the_clip_loaders_read_back(models, tmp_path):
+    session = _session(models, tmp_path)
+    out = tmp_path / "out"
+
+    def pixels(graph):
+        result = session.execute(graph)
+        return np.asarray(Image.open(next(f for f in result.files if f.endswith(".png")))).astype(int)
+
+    # SD1.5 with a LoRA on its CLIP: baked into the one file CLIPLoader reads
+    sd15 = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd15.safetensors"}},
+            "10": {"class_type": "LoraLoader", "inputs": {"model": ["1", 0], "clip": ["1", 1], "strength_model": 0.0,
+                                                          "strength_clip": 1.0,
+                                                          "lora_name": "tiny_sd15_kohya.safetensors"}}}
+    with_lora = pixels(sd15 | _sample_graph(["1", 0], ["10", 1], ["1", 2]))
+    assert np.abs(with_lora - pixels(sd15 | _sample_graph(["1", 0], ["1", 1], ["1", 2]))).max() > 5
+    # SDXL: CLIP-L and bigG (with its projection) in two files for DualCLIPLoader
+    sdxl = {"2": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sdxl.safetensors"}}}
+    plain_sdxl = pixels(sdxl | _sample_graph(["2", 0], ["2", 1], ["2", 2]))
+    saves = {"20": {"class_type": "CLIPSave", "inputs": {"clip": ["10", 1], "filename_prefix": "clip/sd15"}},
+             "21": {"class_type": "CLIPSave", "inputs": {"clip": ["2", 1], "filename_prefix": "clip/sdxl"}}}
+    files = session.execute(sd15 | sdxl | saves).files
+    assert sorted(files) == sorted(str(out / "clip" / n) for n in ("sd15_clip_l_00001_.safetensors",
+                                                                 "sdxl_clip_l_00001_.safetensors",
+                                                                 "sdxl_clip_g_00001_.safetensors"))
+    with safe_open(out / "clip" / "sdxl_clip_g_00001_.safetensors", "pt") as saved:
+        assert "text_projection.weight" in saved.keys() and saved.metadata()["format"] == "pt"
+        assert saved.get_tensor("text_model.final_layer_norm.weight").dtype == torch.float16  # as stored
+    (models / "text_encoders").mkdir(exist_ok=True)
+    for file in (out / "clip").iterdir():
+        shutil.copy(file, models / "text_encoders" / file.name)
+    loaded = {"30": {"class_type": "CLIPLoader", "inputs": {"clip_name": "sd15_clip_l_00001_.safetensors",
+                                                            "type": "stable_diffusion"}},
+              "31": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "sdxl_clip_g_00001_.safetensors",
+                                                                "clip_name2": "sdxl_clip_l_00001_.safetensors",
+                                                                "type": "sdxl"}}}
+    assert np.abs(pixels(sd15 | loaded | _sample_graph(["1", 0], ["30", 0], ["1", 2])) - with_lora).max() <= 1
+    assert np.abs(pixels(sdxl | loaded | _sample_graph(["2", 0], ["31", 0], ["2", 2])) - plain_sdxl).max() <= 1
+
+
+def test_clip_save_keeps_sd2s_text_projection_which_encoding_leaves_out(models, tmp_path):
+    graph = {"1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd2_v.safetensors"}},
+             "2": {"class_type": "CLIPSave", "inputs": {"clip": ["1", 1], "filename_prefix": "clip/sd2"}}}
+    [path] = _session(models, tmp_path).execute(graph).files
+    assert path.endswith("sd2_clip_h_00001_.safetensors")
+    with safe_open(models / "checkpoints" / "tiny_sd2_v.safetensors", "pt") as source, safe_open(path, "pt") as saved:
+        projection = source.get_tensor("cond_stage_model.model.text_projection")
+        assert torch.equal(saved.get_tensor("text_projection.weight"), projection.T)

@@ -1,4 +1,4 @@
-"""CheckpointSave, ModelSave and VAESave: models as single-file checkpoints in ComfyUI's layout.
+"""CheckpointSave, ModelSave, VAESave and CLIPSave: models as single files in ComfyUI's layout.
 
 The weights are written as they sample: LoRAs and merges patched in (ComfyUI saves with
 `force_patch_weights`), under the original LDM names a checkpoint loader reads back
@@ -172,3 +172,49 @@ class VAESave(Node):
 
     def execute(self, ctx) -> SavedFiles:
         return SavedFiles((str(save_safetensors(ctx, self.filename_prefix, vae_state(ctx, self.vae, ""), {})),))
+
+
+def stored_dtype(tower):
+    """The floating dtype the tower's source file stores it in (read off its final norm)."""
+    source = CheckpointFile(tower.path)
+    name = next(k for k in source.shapes if k.startswith(tower.spec.prefix)
+                and k.endswith(("final_layer_norm.weight", "ln_final.weight")))
+    return source.tensors(name, strip=False)[name].dtype
+
+
+def source_projection(tower) -> dict:
+    """The text projection the source file holds for a tower encoding leaves it out of (SD2's
+    CLIP-H), in transformers' orientation."""
+    source = CheckpointFile(tower.path)
+    name = tower.spec.prefix + "text_projection"
+    if tower.spec.open_clip and name in source.shapes:
+        return {"text_projection.weight": source.tensors(name, strip=False)[name].T.contiguous()}
+    if name + ".weight" in source.shapes:
+        return {"text_projection.weight": source.tensors(name + ".weight", strip=False)[name + ".weight"]}
+    return {}
+
+
+class CLIPSave(Node):
+    """Each text encoder of a CLIP as its own file in transformers' names, LoRAs and merges baked
+    in, in the dtype its source stores it: `<prefix>_clip_l_00001_.safetensors` (and `_clip_g`,
+    `_clip_h`), which CLIPLoader and DualCLIPLoader read back."""
+
+    class_type = "CLIPSave"
+    display_name = "CLIPSave"
+    category = "advanced/model_merging"
+    is_output_node = True
+
+    clip: TextEncoders = Link()
+    filename_prefix: str = Widget("clip/ComfyUI", check=_prefix_stays_inside)
+
+    def execute(self, ctx) -> SavedFiles:
+        paths = []
+        with ExitStack() as stack:
+            for spec, tower, weights in patched_towers(ctx, self.clip, stack):
+                if "text_projection.weight" not in weights:
+                    weights |= source_projection(tower)
+                dtype = stored_dtype(tower)
+                state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+                paths.append(save_safetensors(ctx, f"{self.filename_prefix}_clip_{spec.name}", state,
+                                              {"format": "pt"}))
+        return SavedFiles(tuple(str(p) for p in paths))
