@@ -36,7 +36,7 @@ from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMa
 from .core.model_merging import (CLIPMergeAdd, CLIPMergeSimple, CLIPMergeSubtract, ModelMergeAdd, ModelMergeBlocks,
                                  ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, ModelMergeSimple, ModelMergeSubtract)
 from .core.model_patches import (CFGNorm, CFGZeroStar, DifferentialDiffusion, EpsilonScaling, FreeU, FreeU_V2,
-                                 HypernetworkLoader,
+                                 HypernetworkLoader, HyperTile,
                                  ModelSamplingContinuousEDM, ModelSamplingContinuousV, ModelSamplingDiscrete,
                                  PatchModelAddDownscale, PerpNeg, PerturbedAttentionGuidance, RescaleCFG,
                                  SelfAttentionGuidance)
@@ -104,5 +104,5 @@ ALL_NODES = [
     RegexReplace, StyleModelLoader, StyleModelApply, SaveImageWebsocket, SaveAnimatedWEBP, SaveAnimatedPNG,
     ImageStitch, ResizeAndPadImage, ImageAddNoise, EpsilonScaling, CFGZeroStar, CFGNorm, ImageMorphology,
     ImageQuantize, LoraSave, ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, PerpNeg,
-    DiffusersLoader, CLIPSave,
+    DiffusersLoader, CLIPSave, HyperTile,
 ]

@@ -280,7 +280,9 @@ def run_custom(ctx, guider: Guider, noise: Noise, sampler: Sampler, sigmas: Sigm
         return TwoLatents(latent, latent)
     samples = latent.samples
     batch_index = list(latent.batch_index) if latent.batch_index else None
-    unit_noise = torch.zeros_like(samples) if noise.seed is None else initial_noise(samples.shape, noise.seed, batch_index)
+    generator = None if noise.seed is None else torch.Generator("cpu")
+    unit_noise = torch.zeros_like(samples) if noise.seed is None else \
+        initial_noise(samples.shape, noise.seed, batch_index, generator)
     perp_neg = None if guider.empty is None else (list(guider.empty.entries), guider.neg_scale)
     dual = None if guider.middle is None else (list(guider.middle.entries), guider.middle_cfg, guider.nested)
     with sampling_with_loras(ctx, guider.model, guider.positive, guider.negative, guider.empty,
@@ -290,7 +292,8 @@ def run_custom(ctx, guider: Guider, noise: Noise, sampler: Sampler, sigmas: Sigm
             positive=list(guider.positive.entries),
             negative=list(guider.negative.entries) if guider.negative is not None else [],
             seed=noise.seed or 0, cfg=guider.cfg, sampler_name=sampler.name, noise_mask=latent.noise_mask,
-            on_step=ctx.progress, sampler_options=dict(sampler.options), perp_neg=perp_neg, dual=dual)
+            on_step=ctx.progress, sampler_options=dict(sampler.options), perp_neg=perp_neg, dual=dual,
+            generator=generator)
     return TwoLatents(Latent(out, latent.noise_mask, latent.batch_index),
                       Latent(denoised, latent.noise_mask, latent.batch_index))
 

@@ -16,6 +16,7 @@ from ..sd.deep_shrink import METHODS as SHRINK_METHODS
 from ..sd.deep_shrink import DeepShrink
 from ..sd.freeu import FreeU as FreeUSettings
 from ..sd.hypernetwork import Hypernetwork
+from ..sd.hypertile import HyperTileSettings
 from ..sampling.conditioning import Conditioning
 from ..sd.models import DiffusionModel
 from ..sd.part_loaders import files_fingerprint, files_in, find_model_file
@@ -262,6 +263,24 @@ class PatchModelAddDownscale(Node):
                             sampling.percent_to_sigma(self.end_percent), self.downscale_after_skip,
                             self.downscale_method, self.upscale_method)
         return ModelOut(dataclasses.replace(self.model, deep_shrink=shrink))
+
+
+class HyperTile(Node):
+    """Tiled self-attention on the UNet's highest-resolution levels (faster on large images)."""
+
+    class_type = "HyperTile"
+    display_name = "HyperTile"
+    category = "model_patches/unet"
+
+    model: DiffusionModel = Link()
+    tile_size: int = Widget(256, ge=1, le=2048)
+    swap_size: int = Widget(2, ge=1, le=128)
+    max_depth: int = Widget(0, ge=0, le=10)
+    scale_depth: bool = Widget(False)
+
+    def execute(self, ctx) -> ModelOut:
+        settings = HyperTileSettings(self.tile_size, self.swap_size, self.max_depth, self.scale_depth)
+        return ModelOut(dataclasses.replace(self.model, hypertile=settings))
 
 
 class HypernetworkLoader(Node):

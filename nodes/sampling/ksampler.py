@@ -41,6 +41,8 @@ class SamplingModel:
     wants_sigma: bool = False  # predict() takes sigma= (patches that act in a σ window: Deep Shrink)
     ip2p_scale: float = 1.0  # an InstructPix2Pix UNet's image latent is taken × this (CosXL edit: the latent scale)
     attention: Callable[[], Any] = lambda: None  # the attention map SelfAttentionGuidance recorded last
+    # given the CPU generator as torch's global one is in ComfyUI once sampling starts (HyperTile)
+    takes_generator: Callable[[torch.Generator], None] | None = None
     # the family's last word on the entries once the seed is known (SDXL: unCLIP's pooled vector)
     prepare: Callable[[list[CondEntry], int], list[CondEntry]] | None = None
 
@@ -68,9 +70,11 @@ def sample(model: SamplingModel, latent: torch.Tensor, *, positive: list[CondEnt
                           else 10000, steps.force_full_denoise)
     if sigmas is None or len(sigmas) <= 1:
         return latent
-    noise = initial_noise(latent.shape, seed, batch_index) if add_noise else torch.zeros_like(latent)
+    generator = torch.Generator("cpu")
+    noise = initial_noise(latent.shape, seed, batch_index, generator) if add_noise else torch.zeros_like(latent)
     samples, _ = sample_sigmas(model, latent, sigmas, noise, positive=positive, negative=negative, seed=seed, cfg=cfg,
-                               sampler_name=sampler_name, noise_mask=noise_mask, on_step=on_step)
+                               sampler_name=sampler_name, noise_mask=noise_mask, on_step=on_step,
+                               generator=generator if add_noise else None)
     return samples
 
 
@@ -79,12 +83,13 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
                   noise_mask: torch.Tensor | None = None,
                   on_step: Callable[[int, int], None] = lambda done, total: None,
                   sampler_options: dict | None = None, perp_neg: tuple | None = None,
-                  dual: tuple | None = None):
+                  dual: tuple | None = None, generator: torch.Generator | None = None):
     """Run a sampler over explicit σ from `noise` (unit scale) and an unscaled latent. Returns the
     unscaled result and the last step's x0 prediction (SamplerCustom's `denoised_output`).
     `sampler_options`: the sampler's own settings (eta, s_noise…), as the Sampler… nodes give them;
     `perp_neg`: PerpNegGuider's (empty prompt entries, neg_scale); `dual`: DualCFGGuider's
-    (middle entries, cfg2, nested), `cfg` then being its cfg1."""
+    (middle entries, cfg2, nested), `cfg` then being its cfg1; `generator`: the CPU generator after
+    the initial noise draw (torch's global one in ComfyUI; without noise, one seeded with `seed`)."""
     ms = model.model_sampling
     device = model.device
     scaled = latent.to(device, torch.float32) * model.latent_scale
@@ -150,9 +155,13 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
     denoise = guided
     if noise_mask is not None:
         # ddim holds the masked-out area to fresh CPU noise drawn from seed + 1, as ComfyUI does
-        held = noise if sampler_name != "ddim" else \
-            initial_noise(noise.shape, seed + 1).to(noise.device)
+        held = noise
+        if sampler_name == "ddim":  # reseeding torch's global generator in ComfyUI
+            generator = torch.Generator("cpu")
+            held = initial_noise(noise.shape, seed + 1, generator=generator).to(noise.device)
         denoise = _inpainting(denoise, noise_mask, held, scaled, ms, sigmas, model.differential_diffusion)
+    if model.takes_generator is not None:
+        model.takes_generator(generator if generator is not None else torch.Generator("cpu").manual_seed(seed))
     # the x0 estimate of each step's first evaluation, as ComfyUI's preview callback sees it
     step_estimates: list[torch.Tensor] = []
     last = {}

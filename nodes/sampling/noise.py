@@ -21,10 +21,13 @@ warnings.filterwarnings("ignore", message="Should have t[ab]", category=UserWarn
 NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def initial_noise(shape, seed: int, batch_index: list[int] | None = None) -> torch.Tensor:
+def initial_noise(shape, seed: int, batch_index: list[int] | None = None,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """The noise ComfyUI's prepare_noise draws. `generator`, when given, is the one drawn from,
+    left in the state ComfyUI leaves torch's global generator in (what HyperTile draws from)."""
     # A private generator gives the numbers torch.manual_seed(seed) would, without touching the
     # process-wide RNG that other code (and other runs) share.
-    generator = torch.Generator("cpu").manual_seed(seed)
+    generator = (generator or torch.Generator("cpu")).manual_seed(seed)
     if batch_index is None:
         return torch.randn(list(shape), dtype=torch.float32, generator=generator)
     draws = [torch.randn([1, *shape[1:]], dtype=torch.float32, generator=generator)

@@ -81,6 +81,7 @@ class DiffusionModel(EdgeValue):
     layout: str = "ldm"  # or "diffusers": a UNet file already in diffusers' names
     cfg_rescale: float | None = None  # RescaleCFG's multiplier
     perp_neg: tuple | None = None  # the deprecated PerpNeg patch's (empty conditioning, neg_scale)
+    hypertile: Any = None  # HyperTile's settings (sd.hypertile.HyperTileSettings)
     post_cfg: tuple = ()  # post-CFG steps in the order nodes added them (PAG, SAG, Epsilon Scaling…)
     differential_diffusion: float | None = None  # DifferentialDiffusion's strength
     freeu: Any = None  # FreeU / FreeU_V2 settings (sd.freeu.FreeU)
@@ -231,6 +232,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
     from .controlnet import control_residuals
     from .deep_shrink import deep_shrink_applied
     from .gligen import fusers_lent, grounding
+    from .hypertile import hypertile_applied
     from .sag_attention import first_negative_rows, recording_middle_attention
     from .t2i_adapter import adding_to_input_blocks
 
@@ -260,6 +262,8 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
                 patches.enter_context(recording_middle_attention(unet, rows, recorded))
             if handle.deep_shrink is not None and handle.deep_shrink.active(sigma):
                 patches.enter_context(deep_shrink_applied(unet, handle.deep_shrink))
+            if handle.hypertile is not None:
+                patches.enter_context(hypertile_applied(unet, handle.hypertile, x_in.shape[-2:], drawn["generator"]))
             if added_by_hooks is not None:
                 patches.enter_context(adding_to_input_blocks(unet, *added_by_hooks))
             if entries[0].gligen is not None:  # a GLIGEN entry runs in a batch of its own
@@ -274,6 +278,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
 
     extra = unet.config.in_channels - unet.config.out_channels
     recorded: dict = {}
+    drawn: dict = {"generator": None}  # HyperTile's draws: torch's global generator in ComfyUI
     records_attention = any(isinstance(step, SelfAttentionGuidance) for step in handle.post_cfg)
 
     def with_image_pooled(entries, seed: int):
@@ -291,7 +296,8 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
                          differential_diffusion=handle.differential_diffusion,
                          wants_sigma=handle.deep_shrink is not None,
                          ip2p_scale=family.latent_scale if handle.stored_edm else 1.0,
-                         prepare=with_image_pooled if family.size_conditioning else None)
+                         prepare=with_image_pooled if family.size_conditioning else None,
+                         takes_generator=lambda generator: drawn.update(generator=generator))
 
 
 @contextmanager
