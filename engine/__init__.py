@@ -8,7 +8,7 @@ from .errors import (EngineError, ModelLoadError, NodeError, NodeExecutionError,
                      ValidationFailed, WorkflowFormatError)
 from .graph import Graph, GraphNode, LinkRef
 from .load import load_workflow
-from .node import EdgeValue, Link, Node, NodeOutput, NodeSpec, SavedFiles, Widget
+from .node import EdgeValue, ItemList, Link, Node, NodeOutput, NodeSpec, SavedFiles, Widget
 from .registry import NodeRegistry, default_registry
 from .result import NodeRecord, RunResult
 from .session import Session, execute, execute_many
@@ -18,7 +18,7 @@ from .validate import ValidationContext, ValidationResult, validate
 
 __all__ = [
     "EdgeValue", "EngineError", "FolderBusy", "Graph", "GraphNode", "Link", "LinkRef", "ModelLoadError",
-    "Node", "NodeError", "NodeExecutionError", "NodeOutput", "NodeRecord", "NodeRegistry", "NodeSpec",
+    "ItemList", "Node", "NodeError", "NodeExecutionError", "NodeOutput", "NodeRecord", "NodeRegistry", "NodeSpec",
     "RunCancelled", "RunResult", "SavedFiles", "Session", "Settings", "Sweep", "ValidationContext",
     "ValidationFailed", "ValidationResult", "Widget", "WorkflowFormatError", "default_registry", "execute",
     "execute_many", "load_workflow", "validate",

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from .atomic import TEMP_PREFIX, atomic_write
 from .model_store import ModelHandle
-from .node import EdgeValue, NodeOutput
+from .node import EdgeValue, ItemList, NodeOutput
 from .settings import package_version
 
 log = logging.getLogger("run_graph.cache")
@@ -64,6 +64,8 @@ def encode(value: Any, tensors: dict[str, Any]) -> Any:
     if isinstance(value, (NodeOutput, EdgeValue)) and dataclasses.is_dataclass(value):
         fields = {f.name: encode(getattr(value, f.name), tensors) for f in dataclasses.fields(value) if f.init}
         return {"$type": _type_id(type(value)), "fields": fields}
+    if isinstance(value, ItemList):
+        return {"$items": [encode(v, tensors) for v in value]}
     if isinstance(value, (list, tuple)):
         items = [encode(v, tensors) for v in value]
         return {"$tuple": items} if isinstance(value, tuple) else items
@@ -79,6 +81,8 @@ def decode(data: Any, tensors: dict[str, Any], types: dict[str, type]) -> Any:
         return data
     if "$tensor" in data:
         return tensors[data["$tensor"]]
+    if "$items" in data:
+        return ItemList(decode(v, tensors, types) for v in data["$items"])
     if "$tuple" in data:
         return tuple(decode(v, tensors, types) for v in data["$tuple"])
     if "$dict" in data:

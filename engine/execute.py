@@ -9,6 +9,7 @@ from .context import NodeContext, RunInfo
 from .errors import ModelLoadError, NodeExecutionError, node_errors
 from .file_hashes import stamp_file
 from .graph import Graph, LinkRef
+from .lists import run_over_lists
 from .model_store import ModelStore
 from .node import NodeOutput, SavedFiles
 from .plan import ExecutionPlan
@@ -55,11 +56,8 @@ def run_plan(plan: ExecutionPlan, graph: Graph, registry: NodeRegistry, cache: A
         started = time.perf_counter()
         try:
             with node_errors(node_id, node.class_type, node.title):
-                result = cls(**values).execute(ctx)
-                if not isinstance(result, NodeOutput):
-                    raise TypeError(f"execute() returned {type(result).__name__}, not a NodeOutput")
-                if isinstance(result, SavedFiles):
-                    result = _with_stamps(result, run.stamps)
+                result = run_over_lists(cls, values, lambda given: _executed(cls, given, ctx, run),
+                                        ctx.check_cancelled)
         except NodeExecutionError as exc:
             raise _blamed_on_loader(exc, chosen_by, graph) from exc.__cause__
         finally:
@@ -76,6 +74,15 @@ def run_plan(plan: ExecutionPlan, graph: Graph, registry: NodeRegistry, cache: A
         outputs[node_id] = result
         records[node_id] = NodeRecord(node_id, node.class_type, node.title, "executed", seconds, written)
         run.events("node_end", {"node_id": node_id, "seconds": seconds})
+
+
+def _executed(cls, values: dict, ctx: NodeContext, run: RunInfo) -> NodeOutput:
+    result = cls(**values).execute(ctx)
+    if not isinstance(result, NodeOutput):
+        raise TypeError(f"execute() returned {type(result).__name__}, not a NodeOutput")
+    if isinstance(result, SavedFiles):
+        result = _with_stamps(result, run.stamps)
+    return result
 
 
 def _note_handles(chosen_by: dict, node_id: str, output: NodeOutput) -> None:

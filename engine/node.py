@@ -126,6 +126,15 @@ class NodeOutput:
     Fields with `metadata={"slot": False}` are side information (files written), not slots."""
 
 
+class ItemList(tuple):
+    """ComfyUI's list on an output slot (not a tensor batch): what an `output_is_list` slot gives,
+    or a node run once per item of a list it got. A node downstream runs once per item, unless it
+    takes whole lists (`input_is_list`)."""
+
+    def __repr__(self) -> str:
+        return f"ItemList({list(self)!r})"
+
+
 @dataclass(frozen=True)
 class SavedFiles(NodeOutput):
     """What an output node returns: the files it wrote. Not a slot; no node can link to it.
@@ -159,6 +168,8 @@ class NodeSpec:
     is_output_node: bool
     is_idempotent: bool
     version: str
+    input_is_list: bool = False
+    output_is_list: tuple[bool, ...] = ()
 
     def input(self, name: str) -> InputSpec | None:
         for spec in self.inputs:
@@ -177,6 +188,7 @@ class NodeSpec:
                             "optional": [i.name for i in self.inputs if not i.is_required]},
             "output": [o.type_name for o in self.outputs],
             "output_name": [o.name for o in self.outputs],
+            "output_is_list": list(self.output_is_list),
             "output_node": self.is_output_node,
         }
 
@@ -203,6 +215,11 @@ class Node:
     # Output names shown to UIs where they differ from the NodeOutput's field names (ComfyUI's
     # RETURN_NAMES), so that nodes can share one output class.
     output_names: ClassVar[tuple[str, ...] | None] = None
+    # ComfyUI's INPUT_IS_LIST: execute() runs once and every input holds a list (a constant as a
+    # list of one); otherwise a node given ItemLists runs once per item (engine.lists).
+    input_is_list: ClassVar[bool] = False
+    # ComfyUI's OUTPUT_IS_LIST: which slots hold an ItemList rather than one value per run.
+    output_is_list: ClassVar[tuple[bool, ...] | None] = None
     spec: ClassVar[NodeSpec]
 
     def __init__(self, **inputs: Any) -> None:
@@ -304,8 +321,12 @@ def _build_spec(cls: type[Node]) -> NodeSpec:
         if len(cls.output_names) != len(outputs):
             raise TypeError(f"{cls.__name__}.output_names names {len(cls.output_names)} of {len(outputs)} outputs")
         outputs = [OutputSpec(name, o.type_name) for name, o in zip(cls.output_names, outputs)]
+    output_is_list = cls.output_is_list or (False,) * len(outputs)
+    if len(output_is_list) != len(outputs):
+        raise TypeError(f"{cls.__name__}.output_is_list has {len(output_is_list)} of {len(outputs)} outputs")
     return NodeSpec(
         class_type=cls.class_type, display_name=cls.display_name or cls.class_type,
         category=cls.category, description=(cls.__doc__ or "").strip().split("\n")[0],
         inputs=tuple(inputs), outputs=tuple(outputs), output_fields=tuple(output_fields),
-        is_output_node=cls.is_output_node, is_idempotent=cls.is_idempotent, version=cls.version)
+        is_output_node=cls.is_output_node, is_idempotent=cls.is_idempotent, version=cls.version,
+        input_is_list=cls.input_is_list, output_is_list=tuple(output_is_list))

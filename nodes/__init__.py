@@ -62,6 +62,7 @@ from .sd.loaders import (CheckpointLoader, CheckpointLoaderSimple, CLIPSetLastLa
                          LoraLoaderModelOnly)
 from .sd.checkpoint_save import CheckpointSave, CLIPSave, ModelSave, VAESave
 from .sd.diffusers_loader import DiffusersLoader
+from .core.rebatch import RebatchImages, RebatchLatents
 from .sd.lora_extract import LoraSave
 from .sd.part_loaders import CLIPLoader, DualCLIPLoader, UNETLoader
 from .sd.text import CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
@@ -104,5 +105,5 @@ ALL_NODES = [
     RegexReplace, StyleModelLoader, StyleModelApply, SaveImageWebsocket, SaveAnimatedWEBP, SaveAnimatedPNG,
     ImageStitch, ResizeAndPadImage, ImageAddNoise, EpsilonScaling, CFGZeroStar, CFGNorm, ImageMorphology,
     ImageQuantize, LoraSave, ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, PerpNeg,
-    DiffusersLoader, CLIPSave, HyperTile,
+    DiffusersLoader, CLIPSave, HyperTile, RebatchLatents, RebatchImages,
 ]

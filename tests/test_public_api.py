@@ -5,7 +5,7 @@ import engine
 def test_exported_members_are_pinned():
     assert sorted(engine.__all__) == sorted([
         "EdgeValue", "EngineError", "FolderBusy", "Graph", "GraphNode", "Link", "LinkRef", "ModelLoadError",
-        "Node", "NodeError", "NodeExecutionError", "NodeOutput", "NodeRecord", "NodeRegistry", "NodeSpec",
+        "ItemList", "Node", "NodeError", "NodeExecutionError", "NodeOutput", "NodeRecord", "NodeRegistry", "NodeSpec",
         "RunCancelled", "RunResult", "SavedFiles", "Session", "Settings", "Sweep", "ValidationContext",
         "ValidationFailed", "ValidationResult", "Widget", "WorkflowFormatError", "default_registry", "execute",
         "execute_many", "load_workflow", "validate"])

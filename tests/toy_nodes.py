@@ -144,7 +144,30 @@ class Record(Node):
         return SavedFiles((str(path),))
 
 
-TOY_NODES = [Constant, Add, Scale, Fail, Volatile, Fingerprinted, FloatOrNumber, Steps, Record]
+class Range(Node):
+    """Like TestMakeListNode: a list of `count` numbers 0, 1, … on one slot (OUTPUT_IS_LIST)."""
+    class_type = "Range"
+    output_is_list = (True,)
+    count: int = Widget(3, ge=0, le=100)
+
+    def execute(self, ctx) -> NumberOut:
+        CALLS.append(self.class_type)
+        return NumberOut([Number(float(i)) for i in range(self.count)])
+
+
+class Total(Node):
+    """INPUT_IS_LIST: one run over the whole list; its widget comes as a list of one."""
+    class_type = "Total"
+    input_is_list = True
+    x: Number = Link()
+    factor: float = Widget(1.0)
+
+    def execute(self, ctx) -> NumberOut:
+        CALLS.append(self.class_type)
+        return NumberOut(Number(sum(n.value for n in self.x) * self.factor[0]))
+
+
+TOY_NODES = [Constant, Add, Scale, Fail, Volatile, Fingerprinted, FloatOrNumber, Steps, Record, Range, Total]
 
 
 def registry() -> NodeRegistry:

@@ -303,7 +303,7 @@ class Routes:
         for section in ("required", "optional"):
             info["input"][section] = {i.name: _comfy_input(i, listing) for i in spec.inputs
                                       if i.is_required == (section == "required")}
-        return {**info, "python_module": "nodes", "output_is_list": [False] * len(info["output"])}
+        return {**info, "python_module": "nodes"}
 
     async def object_info(self, request: web.Request) -> web.Response:
         info = {name: self._info(name) for name in self.session.registry}
