@@ -5,6 +5,7 @@ import torch
 
 from nodes.sampling.conditioning import CondEntry
 from nodes.sampling.ksampler import SamplingModel, Steps, sample
+from nodes.sampling.latent_format import LatentFormat
 from nodes.sampling.model_sampling import DiscreteSampling
 from nodes.sampling.noise import initial_noise
 from nodes.sampling.schedules import ksampler_sigmas
@@ -24,7 +25,7 @@ class ToyModel:
         return x_in * 0.3 + offsets
 
     def sampling_model(self):
-        return SamplingModel(self.predict, MS, latent_scale=0.5, device="cpu")
+        return SamplingModel(self.predict, MS, latent_format=LatentFormat(0.5), device="cpu")
 
 
 def entry(value: float, **kwargs) -> CondEntry:
@@ -176,7 +177,7 @@ def test_an_inpainting_model_gets_the_rounded_mask_and_the_latent_as_extra_chann
             return super().predict(x_in, timesteps, entries, size)
 
         def sampling_model(self):
-            return SamplingModel(self.predict, MS, latent_scale=0.5, device="cpu", concat_channels=5)
+            return SamplingModel(self.predict, MS, latent_format=LatentFormat(0.5), device="cpu", concat_channels=5)
 
     latent = torch.randn([1, 4, 8, 8], generator=torch.Generator().manual_seed(4))
     mask = torch.zeros([1, 1, 8, 8])
@@ -203,7 +204,7 @@ def test_an_entry_that_carries_its_masked_image_gives_the_inpainting_channels():
             return super().predict(x_in, timesteps, entries, size)
 
         def sampling_model(self):
-            return SamplingModel(self.predict, MS, latent_scale=0.5, device="cpu", concat_channels=5)
+            return SamplingModel(self.predict, MS, latent_format=LatentFormat(0.5), device="cpu", concat_channels=5)
 
     generator = torch.Generator().manual_seed(5)
     latent = torch.randn([2, 4, 8, 8], generator=generator)

@@ -366,8 +366,8 @@ class AddNoise(Node):
         noise = torch.zeros_like(samples) if self.noise.seed is None else \
             initial_noise(samples.shape, self.noise.seed, batch_index)
         scale = (sigmas[0] - sigmas[-1]).abs() if len(sigmas) > 1 else sigmas[0]
-        factor = self.model.family.latent_scale
-        scaled = samples * factor if torch.count_nonzero(samples) > 0 else samples
-        noisy = self.model.model_sampling().noise_scaling(scale, noise, scaled) / factor
+        latent_format = self.model.latent_format()
+        scaled = latent_format.process_in(samples) if torch.count_nonzero(samples) > 0 else samples
+        noisy = latent_format.process_out(self.model.model_sampling().noise_scaling(scale, noise, scaled))
         noisy = torch.nan_to_num(noisy, nan=0.0, posinf=0.0, neginf=0.0)
         return LatentOut(dataclasses.replace(latent, samples=noisy))

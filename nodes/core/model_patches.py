@@ -47,9 +47,9 @@ class ModelSamplingDiscrete(Node):
 
 
 def _continuous_kind(value, vctx) -> str | None:
-    if value in ("edm_playground_v2.5", "cosmos_rflow"):
-        return (f"sampling {value!r} needs a latent format or a flow model run-graph does not have; "
-                "supported: v_prediction, edm, eps")
+    if value == "cosmos_rflow":
+        return (f"sampling {value!r} needs a flow model run-graph does not have; "
+                "supported: v_prediction, edm, edm_playground_v2.5, eps")
     return None
 
 
@@ -67,10 +67,13 @@ class ModelSamplingContinuousEDM(Node):
     sigma_min: float = Widget(0.002, ge=0.0, le=1000.0, step=0.001)
 
     def execute(self, ctx) -> ModelOut:
-        prediction = {"v_prediction": "v", "edm": "edm", "eps": "eps"}[self.sampling]
-        sigma_data = 0.5 if self.sampling == "edm" else 1.0
+        prediction = {"v_prediction": "v", "edm": "edm", "edm_playground_v2.5": "edm", "eps": "eps"}[self.sampling]
+        sigma_data = 0.5 if prediction == "edm" else 1.0
+        # the Playground choice also sets the latent format; the others keep the model's
+        playground = self.model.playground or self.sampling == "edm_playground_v2.5"
         return ModelOut(dataclasses.replace(self.model, prediction=prediction, zero_terminal_snr=False,
-                                            continuous=(self.sigma_min, self.sigma_max, sigma_data, False)))
+                                            continuous=(self.sigma_min, self.sigma_max, sigma_data, False),
+                                            playground=playground))
 
 
 class ModelSamplingContinuousV(Node):

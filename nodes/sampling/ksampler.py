@@ -13,6 +13,7 @@ import torch
 
 from .conditioning import CondEntry
 from .guidance import cfg_denoiser
+from .latent_format import LatentFormat
 from .model_sampling import DiscreteSampling
 from .names import NEEDS_UNCOND
 from .noise import initial_noise
@@ -31,7 +32,7 @@ IP2P_CHANNELS = 4  # an InstructPix2Pix UNet's extra input: the image latent (in
 class SamplingModel:
     predict: RawPredictor
     model_sampling: DiscreteSampling
-    latent_scale: float
+    latent_format: LatentFormat
     device: str
     concat_channels: int = 0  # inpainting UNets take 5 more: the mask and the masked latent
     cfg_rescale: float | None = None  # RescaleCFG: the guided prediction's spread brought back
@@ -92,7 +93,9 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
     the initial noise draw (torch's global one in ComfyUI; without noise, one seeded with `seed`)."""
     ms = model.model_sampling
     device = model.device
-    scaled = latent.to(device, torch.float32) * model.latent_scale
+    latent = latent.to(device, torch.float32)
+    # ComfyUI leaves an all-zero latent as it is (no Playground shift of an empty latent)
+    scaled = model.latent_format.process_in(latent) if torch.count_nonzero(latent) > 0 else latent
     noise = noise.to(device)
     sigmas = sigmas.to(device)
     x = ms.noise_scaling(sigmas[0], noise, scaled, max_denoise=ms.is_max_denoise(float(sigmas[0])))
@@ -112,8 +115,8 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
             if key is None:
                 concats[key] = torch.zeros_like(scaled) if edit else _inpaint_concat(noise_mask, scaled)
             else:
-                scale = model.ip2p_scale if edit else model.latent_scale
-                image = entry.concat_latent.to(device, torch.float32) * scale
+                image = entry.concat_latent.to(device, torch.float32)
+                image = image * model.ip2p_scale if edit else model.latent_format.process_in(image)
                 if image.shape[1:] != scaled.shape[1:]:
                     from ..core.resample import common_upscale
 
@@ -182,7 +185,8 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
     with torch.inference_mode():
         x = SAMPLERS[sampler_name](recording, x, sigmas, ctx, **(sampler_options or {}))
     denoised = last.get("x0", x)
-    return (x / model.latent_scale).float().cpu(), (denoised / model.latent_scale).float().cpu()
+    out = model.latent_format.process_out
+    return out(x).float().cpu(), out(denoised).float().cpu()
 
 
 def _active_controls(entries: list[CondEntry], sigma: float, ms: DiscreteSampling, batch: int) -> dict:

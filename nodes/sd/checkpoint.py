@@ -26,9 +26,10 @@ class CheckpointInfo:
     family: Family
     unet_prefix: str
     unet_config: dict
-    prediction: str  # "eps" | "v"
+    prediction: str  # "eps" | "v" | "edm"
     zero_terminal_snr: bool = False
-    continuous: tuple | None = None  # an EDM v-prediction checkpoint's (σ_min, σ_max, σ_data, False)
+    continuous: tuple | None = None  # an EDM checkpoint's (σ_min, σ_max, σ_data, False)
+    playground: bool = False  # Playground v2.5: EDM with its own latent format
 
 
 def unet_prefix(names) -> str:
@@ -103,10 +104,22 @@ def detect(file: CheckpointFile) -> CheckpointInfo:
                              "text encoder weights in it (UNet-only files go in models/unet with UNETLoader)")
     prefix = unet_prefix(names)
     config = unet_config(names, prefix, family)
-    prediction = family.prediction(file, prefix)
+    prediction, continuous, playground = sdxl_sampling(file, family, family.prediction(file, prefix))
+    return CheckpointInfo(family, prefix, config, prediction, zero_terminal_snr="ztsnr" in names,
+                          continuous=continuous, playground=playground)
+
+
+# Playground v2.5's sampling, as ComfyUI's SDXL.model_type sets it for a file with edm_mean/edm_std
+PLAYGROUND_SAMPLING = (0.002, 80.0, 0.5, False)
+
+
+def sdxl_sampling(file, family, prediction: str) -> tuple[str, tuple | None, bool]:
+    """(prediction, continuous σ, Playground latent format) as SDXL's marker keys set them:
+    `edm_mean` + `edm_std` Playground v2.5's EDM, `edm_vpred.*` an EDM v-prediction model."""
+    if family.name == "sdxl" and "edm_mean" in file.shapes and "edm_std" in file.shapes:
+        return "edm", PLAYGROUND_SAMPLING, True
     continuous = edm_vpred(file) if family.size_conditioning == "sdxl" else None
-    return CheckpointInfo(family, prefix, config, "v" if continuous else prediction,
-                          zero_terminal_snr="ztsnr" in names, continuous=continuous)
+    return ("v" if continuous else prediction), continuous, False
 
 
 def edm_vpred(file) -> tuple | None:

@@ -46,6 +46,11 @@ def unet_state(ctx, model: DiffusionModel, stack: ExitStack) -> dict:
         state["edm_vpred.sigma_min"] = torch.tensor(model.continuous[0]).float()
     elif model.prediction == "v":
         state["v_pred"] = torch.tensor([])
+    if model.playground:  # ComfyUI writes no marker here, so its saved Playground models load as SDXL
+        from ..sampling.latent_format import PLAYGROUND_V2_5
+
+        state["edm_mean"] = torch.tensor(PLAYGROUND_V2_5.mean).view(1, 4, 1, 1)
+        state["edm_std"] = torch.tensor(PLAYGROUND_V2_5.std).view(1, 4, 1, 1)
     if model.zero_terminal_snr:
         state["ztsnr"] = torch.tensor([])
     return state

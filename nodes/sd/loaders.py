@@ -65,7 +65,8 @@ def load_checkpoint(ctx, name: str) -> CheckpointOut:
     info = detect(CheckpointFile(path))
     model = DiffusionModel(str(path), info.family.name, info.unet_prefix, json.dumps(info.unet_config, sort_keys=True),
                            info.prediction, ctx.device, info.zero_terminal_snr, continuous=info.continuous,
-                           stored_edm=info.continuous is not None)
+                           stored_edm=info.continuous is not None and not info.playground,
+                           playground=info.playground)
     clip = TextEncoders.of_checkpoint(str(path), info.family.name, ctx.device,
                                       embeddings_dirs=(str(ctx.settings.models_dir / "embeddings"),))
     return CheckpointOut(model, clip, VAE(str(path), ctx.device, VAE_PREFIX))

@@ -88,6 +88,7 @@ class DiffusionModel(EdgeValue):
     deep_shrink: Any = None  # PatchModelAddDownscale's settings (sd.deep_shrink.DeepShrink)
     continuous: tuple | None = None  # continuous σ: (σ_min, σ_max, σ_data, arctan timesteps)
     stored_edm: bool = False  # the file itself is an EDM v-prediction model (ComfyUI's V_PREDICTION_EDM)
+    playground: bool = False  # Playground v2.5's latent format (its checkpoints' edm_mean, or the EDM node)
     hypernetworks: tuple = ()  # (Hypernetwork handle, strength), in the order they apply
 
     @property
@@ -103,6 +104,11 @@ class DiffusionModel(EdgeValue):
 
     def with_loras(self, *patches: LoraPatch) -> "DiffusionModel":
         return replace(self, loras=self.loras + patches)
+
+    def latent_format(self):
+        from ..sampling.latent_format import PLAYGROUND_V2_5, LatentFormat
+
+        return PLAYGROUND_V2_5 if self.playground else LatentFormat(self.family.latent_scale)
 
     def model_sampling(self):
         from ..sampling.model_sampling import model_sampling
@@ -288,7 +294,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
         return [e.replace(pooled=revision_pooled(e.unclip, seed, e.pooled.shape[-1]).to(e.pooled))
                 if e.unclip else e for e in entries]
 
-    return SamplingModel(predict, handle.model_sampling(), family.latent_scale, device, concat_channels=extra,
+    return SamplingModel(predict, handle.model_sampling(), handle.latent_format(), device, concat_channels=extra,
                          cfg_rescale=handle.cfg_rescale, post_cfg=handle.post_cfg,
                          perp_neg=None if handle.perp_neg is None else
                          (list(handle.perp_neg[0].entries), handle.perp_neg[1]),

@@ -58,7 +58,7 @@ def unet_family(config: dict) -> Family:
 
 
 def unet_handle(path, device: str, weight_dtype: str = "default") -> DiffusionModel:
-    from .checkpoint import edm_vpred, unet_config, unet_prefix
+    from .checkpoint import sdxl_sampling, unet_config, unet_prefix
 
     file = CheckpointFile(path)
     layout = "ldm"
@@ -68,11 +68,12 @@ def unet_handle(path, device: str, weight_dtype: str = "default") -> DiffusionMo
     provisional = unet_config(file.shapes, prefix, SD2)  # head layout aside, the shapes say the family
     family = unet_family(provisional)
     config = unet_config(file.shapes, prefix, family)
-    continuous = edm_vpred(file) if family.size_conditioning == "sdxl" and layout == "ldm" else None
-    return DiffusionModel(str(path), family.name, prefix, json.dumps(config, sort_keys=True),
-                          "v" if continuous else family.prediction(file, prefix), device, "ztsnr" in file.shapes,
-                          weight_dtype=weight_dtype, layout=layout, continuous=continuous,
-                          stored_edm=continuous is not None)
+    prediction, continuous, playground = family.prediction(file, prefix), None, False
+    if layout == "ldm":
+        prediction, continuous, playground = sdxl_sampling(file, family, prediction)
+    return DiffusionModel(str(path), family.name, prefix, json.dumps(config, sort_keys=True), prediction, device,
+                          "ztsnr" in file.shapes, weight_dtype=weight_dtype, layout=layout, continuous=continuous,
+                          stored_edm=continuous is not None and not playground, playground=playground)
 
 
 class DiffusersUnetView:
