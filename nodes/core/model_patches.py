@@ -10,7 +10,7 @@ from typing import Literal
 
 from engine import Link, Node, Widget
 
-from ..sampling import post_cfg, sag
+from ..sampling import post_cfg, pre_cfg, sag
 from ..sd.loaders import ModelOut
 from ..sd.deep_shrink import METHODS as SHRINK_METHODS
 from ..sd.deep_shrink import DeepShrink
@@ -241,6 +241,74 @@ class CFGNorm(Node):
 
     def execute(self, ctx) -> ModelOut:
         return with_post_cfg(self.model, post_cfg.CFGNorm(self.strength))
+
+
+class Mahiro(Node):
+    """Scale the guidance more along the positive prompt's own direction than along its difference
+    from the negative's."""
+
+    class_type = "Mahiro"
+    display_name = "Mahiro is so cute that she deserves a better guidance function!! (。・ω・。)"
+    category = "_for_testing"
+    output_names = ("patched_model",)
+
+    model: DiffusionModel = Link()
+
+    def execute(self, ctx) -> ModelOut:
+        return with_post_cfg(self.model, post_cfg.Mahiro())
+
+
+def with_pre_cfg(model: DiffusionModel, step) -> ModelOut:
+    return ModelOut(dataclasses.replace(model, pre_cfg=model.pre_cfg + (step,)))
+
+
+class APG(Node):
+    """Adaptive Projected Guidance: the guidance's part along the positive estimate scaled by eta,
+    its norm capped, optionally averaged over steps (fewer oversaturated colours at high CFG)."""
+
+    class_type = "APG"
+    display_name = "Adaptive Projected Guidance"
+    category = "sampling/custom_sampling"
+
+    model: DiffusionModel = Link()
+    eta: float = Widget(1.0, ge=-10.0, le=10.0, step=0.01)
+    norm_threshold: float = Widget(5.0, ge=0.0, le=50.0, step=0.1)
+    momentum: float = Widget(0.0, ge=0.0, le=1.0, step=0.01)
+
+    def execute(self, ctx) -> ModelOut:
+        return with_pre_cfg(self.model, pre_cfg.AdaptiveProjectedGuidance(self.eta, self.norm_threshold,
+                                                                          self.momentum))
+
+
+class TCFG(Node):
+    """Tangential Damping CFG: the negative aligned with the positive before CFG."""
+
+    class_type = "TCFG"
+    display_name = "Tangential Damping CFG"
+    category = "advanced/guidance"
+    output_names = ("patched_model",)
+
+    model: DiffusionModel = Link()
+
+    def execute(self, ctx) -> ModelOut:
+        return with_pre_cfg(self.model, pre_cfg.TangentialDamping())
+
+
+class FreSca(Node):
+    """Scale the guidance's low and high frequencies apart."""
+
+    class_type = "FreSca"
+    display_name = "FreSca"
+    category = "_for_testing"
+
+    model: DiffusionModel = Link()
+    scale_low: float = Widget(1.0, ge=0.0, le=10.0, step=0.01)
+    scale_high: float = Widget(1.25, ge=0.0, le=10.0, step=0.01)
+    freq_cutoff: int = Widget(20, ge=1, le=10000, step=1)
+
+    def execute(self, ctx) -> ModelOut:
+        return with_pre_cfg(self.model, pre_cfg.FrequencyScaledGuidance(self.scale_low, self.scale_high,
+                                                                        self.freq_cutoff))
 
 
 class PatchModelAddDownscale(Node):

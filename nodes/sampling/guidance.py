@@ -15,6 +15,7 @@ import torch
 from .conditioning import CondEntry
 from .model_sampling import DiscreteSampling
 from .post_cfg import PostCfgArgs
+from .pre_cfg import PreCfgArgs
 
 # (x [N,C,h,w], σ [N], entries and (h, w, y, x) areas: one per image of x) -> x0 estimates [N,C,h,w];
 # called with perturbed=True for PerturbedAttentionGuidance's second look at the positive side
@@ -233,13 +234,14 @@ def dual_cfg(positive, negative, middle, cfg1: float, cfg2: float, nested: bool,
 def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: list[CondEntry], cfg: float,
                  ms: DiscreteSampling, always_uncond: bool = False, rescale: float | None = None,
                  post_cfg: tuple = (), attention=lambda: None, perp_neg: tuple | None = None,
-                 dual: tuple | None = None) -> Guided:
+                 dual: tuple | None = None, pre_cfg: tuple = ()) -> Guided:
     """CFG over both sides; with cfg ≈ 1 the negative is skipped unless `always_uncond`.
     `rescale`: RescaleCFG's multiplier; `post_cfg`: the model's post-CFG steps in order
     (post_cfg.py), `attention` the map SAG reads; `perp_neg`: PerpNegGuider's (empty prompt
     entries, neg_scale), a third side always evaluated, or the PerpNeg patch's (entries,
     neg_scale, False), whose negative CFG 1 leaves out; `dual`: DualCFGGuider's (middle entries, cfg2, nested),
-    with `cfg` its cfg1 (dual_cfg)."""
+    with `cfg` its cfg1 (dual_cfg); `pre_cfg`: the model's pre-CFG steps in order (pre_cfg.py),
+    which the guiders with their own formula (PerpNegGuider, DualCFGGuider) skip, as ComfyUI's do."""
     always_uncond = always_uncond or any(step.needs_negative for step in post_cfg)
     if dual is not None:
         given = _dual_sides(positive, negative, dual[0], cfg, dual[1], dual[2], always_uncond)
@@ -253,6 +255,10 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
         given = [positive, negative]
     prepared: dict[tuple, list[list[CondEntry]]] = {}
     keep: dict[str, torch.Tensor] = {}
+    negative_skipped = math.isclose(cfg, 1.0) and not always_uncond
+    if dual is not None or (perp_neg is not None and len(perp_neg) < 3):
+        pre_cfg = ()
+    pre_cfg_states: list[dict] = [{} for _ in pre_cfg]  # a step's running values, for this run
 
     def evaluate(sides: list[list[CondEntry]], x: torch.Tensor, sigma: torch.Tensor, **options) -> list[torch.Tensor]:
         """Each side's prediction: its active entries' weighted mean (calc_cond_batch)."""
@@ -297,6 +303,11 @@ def cfg_denoiser(predict: BatchPredictor, positive: list[CondEntry], negative: l
                 prepared[shape] = [[_resolved(e, *shape) for e in side] for side in given]
         sides = prepared[shape]
         results = evaluate(sides, x, sigma)
+        if pre_cfg:  # on [positive, negative], the negative zeros where CFG 1 left it out
+            pair = results[:2] if len(results) > 1 else [results[0], torch.zeros_like(x)]
+            for step, state in zip(pre_cfg, pre_cfg_states):
+                pair = step(PreCfgArgs(pair, not negative_skipped, cfg, x, sigma), state)
+            results = pair + results[2:]
         if dual is not None:
             guided = dual_cfg(*results, cfg, dual[1], dual[2], keep,
                               lambda cond, uncond, scale: combine(cond, uncond, scale, x, sigma))

@@ -38,6 +38,7 @@ class SamplingModel:
     cfg_rescale: float | None = None  # RescaleCFG: the guided prediction's spread brought back
     perp_neg: tuple | None = None  # the PerpNeg patch's (empty prompt entries, neg_scale): a CFG function
     post_cfg: tuple = ()  # the model's post-CFG steps in order (post_cfg.py)
+    pre_cfg: tuple = ()  # the model's pre-CFG steps in order (pre_cfg.py)
     differential_diffusion: float | None = None  # its strength: the noise mask becomes a moving threshold
     wants_sigma: bool = False  # predict() takes sigma= (patches that act in a σ window: Deep Shrink)
     ip2p_scale: float = 1.0  # an InstructPix2Pix UNet's image latent is taken × this (CosXL edit: the latent scale)
@@ -154,7 +155,7 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         dual = ((model.prepare(middle, seed) if model.prepare is not None else middle),) + tuple(dual[1:])
     guided = cfg_denoiser(raw, positive, negative, cfg, ms, always_uncond=sampler_name in NEEDS_UNCOND,
                           rescale=model.cfg_rescale, post_cfg=model.post_cfg, attention=model.attention,
-                          perp_neg=perp_neg, dual=dual)
+                          perp_neg=perp_neg, dual=dual, pre_cfg=model.pre_cfg)
     denoise = guided
     if noise_mask is not None:
         # ddim holds the masked-out area to fresh CPU noise drawn from seed + 1, as ComfyUI does

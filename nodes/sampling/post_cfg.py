@@ -1,6 +1,6 @@
 """What ComfyUI runs after CFG (`sampler_post_cfg_function`), in the order the model's nodes added
-them: PerturbedAttentionGuidance, SelfAttentionGuidance (sag.py), Epsilon Scaling, CFGZeroStar and
-CFGNorm. Each step takes the guided x0 estimate and returns a new one; the settings live on the
+them: PerturbedAttentionGuidance, SelfAttentionGuidance (sag.py), Epsilon Scaling, CFGZeroStar,
+CFGNorm and Mahiro. Each step takes the guided x0 estimate and returns a new one; the settings live on the
 MODEL handle, the callables the sampler gives them here."""
 from __future__ import annotations
 
@@ -79,3 +79,19 @@ class CFGNorm:
         cond_norm = torch.norm(args.cond, dim=1, keepdim=True)
         guided_norm = torch.norm(args.denoised, dim=1, keepdim=True)
         return args.denoised * (cond_norm / (guided_norm + 1e-8)).clamp(min=0.0, max=1.0) * self.strength
+
+
+@dataclass(frozen=True)
+class Mahiro:
+    """Mahiro: the guided estimate pulled towards the positive's own `cfg`× leap, the more so the
+    less the negative's leap points the way of their mean (cosine over channels)."""
+
+    needs_negative = False
+
+    def __call__(self, args: PostCfgArgs) -> torch.Tensor:
+        leap, negative_leap = args.cond * args.cfg, args.uncond * args.cfg
+        merged = (leap + args.denoised) / 2
+        similarity = torch.nn.functional.cosine_similarity(negative_leap.abs().sqrt() * negative_leap.sign(),
+                                                           merged.abs().sqrt() * merged.sign()).mean()
+        weight = 2 * (similarity + 1)
+        return (weight * args.denoised + (4 - weight) * leap) / 4

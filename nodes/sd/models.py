@@ -83,6 +83,7 @@ class DiffusionModel(EdgeValue):
     perp_neg: tuple | None = None  # the deprecated PerpNeg patch's (empty conditioning, neg_scale)
     hypertile: Any = None  # HyperTile's settings (sd.hypertile.HyperTileSettings)
     post_cfg: tuple = ()  # post-CFG steps in the order nodes added them (PAG, SAG, Epsilon Scaling…)
+    pre_cfg: tuple = ()  # pre-CFG steps in the order nodes added them (APG, TCFG, FreSca)
     differential_diffusion: float | None = None  # DifferentialDiffusion's strength
     freeu: Any = None  # FreeU / FreeU_V2 settings (sd.freeu.FreeU)
     deep_shrink: Any = None  # PatchModelAddDownscale's settings (sd.deep_shrink.DeepShrink)
@@ -295,7 +296,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
                 if e.unclip else e for e in entries]
 
     return SamplingModel(predict, handle.model_sampling(), handle.latent_format(), device, concat_channels=extra,
-                         cfg_rescale=handle.cfg_rescale, post_cfg=handle.post_cfg,
+                         cfg_rescale=handle.cfg_rescale, post_cfg=handle.post_cfg, pre_cfg=handle.pre_cfg,
                          perp_neg=None if handle.perp_neg is None else
                          (list(handle.perp_neg[0].entries), handle.perp_neg[1]),
                          attention=lambda: recorded.get("attention"),
