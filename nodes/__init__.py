@@ -63,6 +63,8 @@ from .sd.loaders import (CheckpointLoader, CheckpointLoaderSimple, CLIPSetLastLa
 from .sd.checkpoint_save import CheckpointSave, CLIPSave, ModelSave, VAESave
 from .sd.diffusers_loader import DiffusersLoader
 from .core.rebatch import RebatchImages, RebatchLatents
+from .core.latent_operations import (LatentApplyOperation, LatentApplyOperationCFG, LatentOperationSharpen,
+                                     LatentOperationTonemapReinhard)
 from .sd.lora_extract import LoraSave
 from .sd.part_loaders import CLIPLoader, DualCLIPLoader, UNETLoader
 from .sd.text import CLIPTextEncode, CLIPTextEncodeSDXL, CLIPTextEncodeSDXLRefiner
@@ -106,5 +108,6 @@ ALL_NODES = [
     ImageStitch, ResizeAndPadImage, ImageAddNoise, EpsilonScaling, CFGZeroStar, CFGNorm, ImageMorphology,
     ImageQuantize, LoraSave, ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, PerpNeg,
     DiffusersLoader, CLIPSave, HyperTile, RebatchLatents, RebatchImages,
-    APG, TCFG, FreSca, Mahiro,
+    APG, TCFG, FreSca, Mahiro, LatentApplyOperation, LatentApplyOperationCFG, LatentOperationTonemapReinhard,
+    LatentOperationSharpen,
 ]

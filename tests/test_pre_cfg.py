@@ -1,4 +1,4 @@
-"""Pre-CFG steps (APG, TCFG, FreSca) and Mahiro's post-CFG step: formulas, CFG 1, and the nodes."""
+"""Pre-CFG steps (APG, TCFG, FreSca, latent operations) and Mahiro's post-CFG step: formulas, CFG 1, nodes."""
 from __future__ import annotations
 
 import numpy as np
@@ -118,3 +118,54 @@ def test_guidance_nodes_change_the_image_as_their_formulas_say(tiny_models, tmp_
     for patch in ({"class_type": "TCFG", "inputs": {}}, {"class_type": "Mahiro", "inputs": {}}):
         assert np.abs(pixels(patch, 6.0) - plain).max() > 2
     assert np.array_equal(pixels({"class_type": "TCFG", "inputs": {}}, 1.0), pixels(None, 1.0))
+
+
+def test_reinhard_compresses_lengths_and_keeps_directions():
+    from nodes.core.latent_operations import ReinhardTonemap
+
+    latent = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(5)) * 3
+    mapped = ReinhardTonemap(1.0)(latent)
+    before, after = torch.linalg.vector_norm(latent, dim=1), torch.linalg.vector_norm(mapped, dim=1)
+    assert torch.allclose(mapped / after[:, None], latent / before[:, None], atol=1e-5)
+    assert torch.all(after < before)
+    for image in range(2):  # one knee per image: within it, longer stays longer
+        order = before[image].flatten().argsort()
+        assert torch.all(torch.diff(after[image].flatten()[order]) >= -1e-6)
+    assert torch.allclose(ReinhardTonemap(1e4)(latent), latent, rtol=1e-3, atol=1e-3)  # a far knee: untouched
+
+
+def test_sharpen_leaves_flat_latents_and_alpha_zero_alone_and_raises_a_spike():
+    from nodes.core.latent_operations import LatentSharpen
+
+    latent = torch.randn(1, 4, 12, 12, generator=torch.Generator().manual_seed(6))
+    assert torch.allclose(LatentSharpen(3, 1.0, 0.0)(latent), latent, atol=1e-5)
+    flat = torch.ones(1, 4, 12, 12) * torch.tensor([1.0, -2.0, 0.5, 3.0]).view(1, 4, 1, 1)
+    assert torch.allclose(LatentSharpen(3, 1.0, 0.5)(flat), flat, atol=1e-5)
+    spike = flat.clone()
+    spike[:, :, 6, 6] = torch.tensor([3.0, 1.0, 0.5, -1.0])
+    sharpened = LatentSharpen(2, 1.0, 0.5)(spike)
+    direction = spike[0, :, 6, 6] / spike[0, :, 6, 6].norm()
+    assert float(sharpened[0, :, 6, 6] @ direction) > float(spike[0, :, 6, 6] @ direction)
+
+
+def test_latent_operation_nodes(tiny_models, tmp_path):
+    runs = iter(range(100))
+
+    def pixels(patch, operation):
+        graph = _graph("tiny_sd15.safetensors", patch)
+        if operation is not None:
+            graph["9"] = operation
+        return _pixels(tiny_models, tmp_path / str(next(runs)), graph)
+
+    plain = pixels(None, None)
+    on_guidance = {"class_type": "LatentApplyOperationCFG", "inputs": {"operation": ["9", 0]}}
+    far_knee = {"class_type": "LatentOperationTonemapReinhard", "inputs": {"multiplier": 100.0}}
+    assert np.abs(pixels(on_guidance, far_knee) - plain).max() <= 1
+    near_knee = {"class_type": "LatentOperationTonemapReinhard", "inputs": {"multiplier": 0.5}}
+    assert np.abs(pixels(on_guidance, near_knee) - plain).max() > 2
+    graph = _graph("tiny_sd15.safetensors", None)
+    graph["9"] = {"class_type": "LatentOperationSharpen", "inputs": {"sharpen_radius": 2, "sigma": 1.0,
+                                                                      "alpha": 0.0}}
+    graph["10"] = {"class_type": "LatentApplyOperation", "inputs": {"samples": ["5", 0], "operation": ["9", 0]}}
+    graph["6"]["inputs"]["samples"] = ["10", 0]
+    assert np.abs(_pixels(tiny_models, tmp_path / "applied", graph) - plain).max() <= 1

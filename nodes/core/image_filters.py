@@ -54,7 +54,7 @@ class ImageBlend(Node):
         return ImageOut(Image(torch.clamp(mixed, 0, 1)))
 
 
-def _gaussian(size: int, sigma: float):
+def gaussian_kernel(size: int, sigma: float):
     """ComfyUI's post-processing kernel: the Gaussian sampled on [-1, 1]² whatever the size."""
     import torch
 
@@ -86,7 +86,7 @@ class ImageBlur(Node):
     sigma: float = Widget(1.0, ge=0.1, le=10.0, step=0.1)
 
     def execute(self, ctx) -> ImageOut:
-        kernel = _gaussian(self.blur_radius * 2 + 1, self.sigma)
+        kernel = gaussian_kernel(self.blur_radius * 2 + 1, self.sigma)
         return ImageOut(Image(_filtered(self.image.pixels, kernel, self.blur_radius)))
 
 
@@ -106,7 +106,7 @@ class ImageSharpen(Node):
         import torch
 
         size = self.sharpen_radius * 2 + 1
-        kernel = _gaussian(size, self.sigma) * -(self.alpha * 10)
+        kernel = gaussian_kernel(size, self.sigma) * -(self.alpha * 10)
         centre = size // 2
         kernel[centre, centre] = kernel[centre, centre] - kernel.sum() + 1.0
         return ImageOut(Image(torch.clamp(_filtered(self.image.pixels, kernel, self.sharpen_radius), 0, 1)))
