@@ -36,7 +36,7 @@ from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMa
 from .core.model_merging import (CLIPMergeAdd, CLIPMergeSimple, CLIPMergeSubtract, ModelMergeAdd, ModelMergeBlocks,
                                  ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, ModelMergeSimple, ModelMergeSubtract)
 from .core.model_patches import (CFGNorm, CFGZeroStar, DifferentialDiffusion, EpsilonScaling, FreeU, FreeU_V2,
-                                 HypernetworkLoader, HyperTile, APG, TCFG, FreSca, Mahiro,
+                                 HypernetworkLoader, HyperTile, APG, TCFG, FreSca, Mahiro, TomePatchModel,
                                  ModelSamplingContinuousEDM, ModelSamplingContinuousV, ModelSamplingDiscrete,
                                  PatchModelAddDownscale, PerpNeg, PerturbedAttentionGuidance, RescaleCFG,
                                  SelfAttentionGuidance)
@@ -109,5 +109,5 @@ ALL_NODES = [
     ImageQuantize, LoraSave, ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, PerpNeg,
     DiffusersLoader, CLIPSave, HyperTile, RebatchLatents, RebatchImages,
     APG, TCFG, FreSca, Mahiro, LatentApplyOperation, LatentApplyOperationCFG, LatentOperationTonemapReinhard,
-    LatentOperationSharpen,
+    LatentOperationSharpen, TomePatchModel,
 ]

@@ -354,6 +354,20 @@ class HyperTile(Node):
         return ModelOut(dataclasses.replace(self.model, hypertile=settings))
 
 
+class TomePatchModel(Node):
+    """Token Merging: merge `ratio` of the full-resolution self-attention queries (faster)."""
+
+    class_type = "TomePatchModel"
+    display_name = "TomePatchModel"
+    category = "_for_testing"
+
+    model: DiffusionModel = Link()
+    ratio: float = Widget(0.3, ge=0.0, le=1.0, step=0.01)
+
+    def execute(self, ctx) -> ModelOut:
+        return ModelOut(dataclasses.replace(self.model, tome_ratio=self.ratio))
+
+
 class HypernetworkLoader(Node):
     """An A1111 hypernetwork from `<models>/hypernetworks`, applied to the model's attentions."""
 

@@ -43,8 +43,9 @@ class SamplingModel:
     wants_sigma: bool = False  # predict() takes sigma= (patches that act in a σ window: Deep Shrink)
     ip2p_scale: float = 1.0  # an InstructPix2Pix UNet's image latent is taken × this (CosXL edit: the latent scale)
     attention: Callable[[], Any] = lambda: None  # the attention map SelfAttentionGuidance recorded last
-    # given the CPU generator as torch's global one is in ComfyUI once sampling starts (HyperTile)
-    takes_generator: Callable[[torch.Generator], None] | None = None
+    # given the CPU generator as torch's global one is in ComfyUI once sampling starts, and the
+    # seed (HyperTile, ToMe)
+    takes_generator: Callable[[torch.Generator, int], None] | None = None
     # the family's last word on the entries once the seed is known (SDXL: unCLIP's pooled vector)
     prepare: Callable[[list[CondEntry], int], list[CondEntry]] | None = None
 
@@ -165,7 +166,7 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
             held = initial_noise(noise.shape, seed + 1, generator=generator).to(noise.device)
         denoise = _inpainting(denoise, noise_mask, held, scaled, ms, sigmas, model.differential_diffusion)
     if model.takes_generator is not None:
-        model.takes_generator(generator if generator is not None else torch.Generator("cpu").manual_seed(seed))
+        model.takes_generator(generator if generator is not None else torch.Generator("cpu").manual_seed(seed), seed)
     # the x0 estimate of each step's first evaluation, as ComfyUI's preview callback sees it
     step_estimates: list[torch.Tensor] = []
     last = {}

@@ -82,6 +82,7 @@ class DiffusionModel(EdgeValue):
     cfg_rescale: float | None = None  # RescaleCFG's multiplier
     perp_neg: tuple | None = None  # the deprecated PerpNeg patch's (empty conditioning, neg_scale)
     hypertile: Any = None  # HyperTile's settings (sd.hypertile.HyperTileSettings)
+    tome_ratio: float | None = None  # TomePatchModel's share of merged tokens
     post_cfg: tuple = ()  # post-CFG steps in the order nodes added them (PAG, SAG, Epsilon Scaling…)
     pre_cfg: tuple = ()  # pre-CFG steps in the order nodes added them (APG, TCFG, FreSca)
     differential_diffusion: float | None = None  # DifferentialDiffusion's strength
@@ -240,6 +241,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
     from .deep_shrink import deep_shrink_applied
     from .gligen import fusers_lent, grounding
     from .hypertile import hypertile_applied
+    from .tome import token_merging_applied
     from .sag_attention import first_negative_rows, recording_middle_attention
     from .t2i_adapter import adding_to_input_blocks
 
@@ -271,6 +273,9 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
                 patches.enter_context(deep_shrink_applied(unet, handle.deep_shrink))
             if handle.hypertile is not None:
                 patches.enter_context(hypertile_applied(unet, handle.hypertile, x_in.shape[-2:], drawn["generator"]))
+            if handle.tome_ratio is not None:
+                patches.enter_context(token_merging_applied(unet, handle.tome_ratio, x_in.shape[-2:],
+                                                            generator_on(x_in.device)))
             if added_by_hooks is not None:
                 patches.enter_context(adding_to_input_blocks(unet, *added_by_hooks))
             if entries[0].gligen is not None:  # a GLIGEN entry runs in a batch of its own
@@ -285,7 +290,21 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
 
     extra = unet.config.in_channels - unet.config.out_channels
     recorded: dict = {}
-    drawn: dict = {"generator": None}  # HyperTile's draws: torch's global generator in ComfyUI
+    drawn: dict = {"generator": None, "seed": 0}  # what patches draw from: torch's global generators in ComfyUI
+
+    def generator_on(device):
+        """The CPU generator as ComfyUI's seeded noise leaves it, or, on a GPU, that device's
+        generator, which torch.manual_seed(seed) seeded and the CPU noise did not touch."""
+        if device.type == "cpu":
+            return drawn["generator"]
+        if device.type not in drawn:
+            drawn[device.type] = torch.Generator(device).manual_seed(drawn["seed"])
+        return drawn[device.type]
+
+    def run_generators(generator, seed: int) -> None:  # a sampling run starts
+        drawn.clear()
+        drawn.update(generator=generator, seed=seed)
+
     records_attention = any(isinstance(step, SelfAttentionGuidance) for step in handle.post_cfg)
 
     def with_image_pooled(entries, seed: int):
@@ -304,7 +323,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
                          wants_sigma=handle.deep_shrink is not None,
                          ip2p_scale=family.latent_scale if handle.stored_edm else 1.0,
                          prepare=with_image_pooled if family.size_conditioning else None,
-                         takes_generator=lambda generator: drawn.update(generator=generator))
+                         takes_generator=run_generators)
 
 
 @contextmanager
