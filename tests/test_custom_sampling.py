@@ -200,16 +200,21 @@ def test_perpendicular_cfg_keeps_only_the_negatives_perpendicular_part():
                           torch.tensor([5.0, -10.0]).reshape(1, 2, 1, 1))
 
 
-def test_perp_neg_guider_with_neg_scale_zero_is_cfg_against_the_empty_prompt(session):
-    import numpy as np
-
-    parts = base() | {
+def _guided_parts():
+    """base() with an empty prompt (8), euler (10), 4 normal steps (11) and noise (13)."""
+    return base() | {
         "8": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
         "10": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
         "11": {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "normal", "steps": 4,
                                                           "denoise": 1.0}},
         "13": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
     }
+
+
+def test_perp_neg_guider_with_neg_scale_zero_is_cfg_against_the_empty_prompt(session):
+    import numpy as np
+
+    parts = _guided_parts()
 
     def run(guider):
         graph = parts | {"15": guider, "20": {"class_type": "SamplerCustomAdvanced", "inputs": {
@@ -229,12 +234,7 @@ def test_perp_neg_guider_with_neg_scale_zero_is_cfg_against_the_empty_prompt(ses
 def test_the_deprecated_perp_neg_patch_is_perp_neg_guider_as_the_models_cfg_function(session):
     import numpy as np
 
-    parts = base() | {
-        "8": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
-        "10": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
-        "11": {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "normal", "steps": 4,
-                                                          "denoise": 1.0}},
-        "13": {"class_type": "RandomNoise", "inputs": {"noise_seed": 3}},
+    parts = _guided_parts() | {
         "30": {"class_type": "PerpNeg", "inputs": {"model": ["4", 0], "empty_conditioning": ["8", 0],
                                                    "neg_scale": 1.5}},
     }

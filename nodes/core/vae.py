@@ -19,23 +19,24 @@ VAE_EXTENSIONS = (".safetensors", ".sft", ".pt", ".ckpt", ".bin", ".pth")
 SDXL_VAE_CONFIG = Path(__file__).parent / "configs" / "sdxl_vae.json"
 
 
-def model_files(settings: Settings, folder: str, extensions: tuple[str, ...]) -> list[str]:
-    """Files under `<models>/<folder>`, as ComfyUI lists them (relative, '/'-separated, sorted),
-    linked folders included (each real folder once, so a link loop ends)."""
-    root = settings.models_dir / folder
-    if not root.is_dir():
-        return []
-    found, seen = [], set()
+def walk_folders(root: Path):
+    """(folder, its file names) for `root` and every folder below it, linked folders included
+    (each real folder once, so a link loop ends)."""
+    seen = set()
     for here, dirs, files in os.walk(root, followlinks=True):
         real = os.path.realpath(here)
         if real in seen:
             dirs.clear()
             continue
         seen.add(real)
-        relative = Path(here).relative_to(root)
-        found += [(relative / f).as_posix() for f in files if Path(f).suffix.lower() in extensions
-                  and (Path(here) / f).is_file()]
-    return sorted(found)
+        yield Path(here), files
+
+
+def model_files(settings: Settings, folder: str, extensions: tuple[str, ...]) -> list[str]:
+    """Files under `<models>/<folder>`, as ComfyUI lists them (relative, '/'-separated, sorted)."""
+    root = settings.models_dir / folder
+    return sorted((here.relative_to(root) / name).as_posix() for here, files in walk_folders(root)
+                  for name in files if Path(name).suffix.lower() in extensions and (here / name).is_file())
 
 
 def model_path(settings: Settings, folder: str, name: str, what: str) -> Path:

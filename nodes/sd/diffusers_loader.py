@@ -8,12 +8,11 @@ for any UNet file. Unlike ComfyUI, a pipeline without `text_encoder` (the SDXL r
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from engine import ModelLoadError, Node, Widget
 
-from ..core.vae import VAE, model_path
+from ..core.vae import VAE, model_path, walk_folders
 from .loaders import CheckpointOut
 from .part_loaders import embedding_folders, sdxl_text_encoders, single_text_encoder, unet_handle
 
@@ -26,18 +25,10 @@ PART_FILES = {"unet": _WEIGHTS, "vae": _WEIGHTS, "text_encoder": _TEXT_WEIGHTS, 
 
 def pipeline_folders(vctx) -> list[str]:
     """The folders under `<models>/diffusers` that hold a model_index.json, relative and
-    '/'-separated, linked folders followed (each real folder once)."""
+    '/'-separated, linked folders followed."""
     root = vctx.settings.models_dir / DIFFUSERS_FOLDER
-    found, seen = [], set()
-    for here, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(here)
-        if real in seen:
-            dirs.clear()
-            continue
-        seen.add(real)
-        if "model_index.json" in files:
-            found.append(Path(here).relative_to(root).as_posix())
-    return sorted(found)
+    return sorted(here.relative_to(root).as_posix() for here, files in walk_folders(root)
+                  if "model_index.json" in files)
 
 
 def pipeline_parts(settings, name: str) -> dict[str, Path]:

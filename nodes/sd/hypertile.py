@@ -11,8 +11,9 @@ generator is the one ComfyUI's global generator is in after the initial noise (s
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
+
+from .attention_hooks import around_self_attention
 
 
 @dataclass(frozen=True)
@@ -50,39 +51,24 @@ def _tiles(tokens: int, size, settings: HyperTileSettings, generator) -> tuple[i
     return (down, across, rows, columns) if down * across > 1 else None
 
 
-@contextmanager
 def hypertile_applied(unet, settings: HyperTileSettings, size, generator):
     """For the block: every transformer block's self-attention (`attn1`) of the UNet tiled."""
-    layers = [module.attn1 for module in unet.modules()
-              if type(module).__name__ == "BasicTransformerBlock" and module.attn1 is not None]
-    pending: list = []
 
-    def split(module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
+    def split(hidden):
         tiles = _tiles(hidden.shape[1], size, settings, generator)
-        pending.append(tiles)
         if tiles is None:
             return None
         down, across, rows, columns = tiles
         b, _, c = hidden.shape
         tiled = (hidden.reshape(b, down, rows // down, across, columns // across, c).permute(0, 1, 3, 2, 4, 5)
                  .reshape(b * down * across, (rows // down) * (columns // across), c))
-        return ((tiled, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": tiled})
+        return tiles, tiled, {}
 
-    def join(module, args, kwargs, out):
-        tiles = pending.pop()
-        if tiles is None:
-            return None
+    def join(tiles, out):
         down, across, rows, columns = tiles
         c = out.shape[-1]
         b = out.shape[0] // (down * across)
         return (out.reshape(b, down, across, rows // down, columns // across, c).permute(0, 1, 3, 2, 4, 5)
                 .reshape(b, rows * columns, c))
 
-    handles = [hook for layer in layers for hook in (layer.register_forward_pre_hook(split, with_kwargs=True),
-                                                       layer.register_forward_hook(join, with_kwargs=True))]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    return around_self_attention(unet, split, join)

@@ -13,7 +13,8 @@ generator as ComfyUI's seeded noise leaves it, and on a GPU one seeded with the 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+
+from .attention_hooks import around_self_attention
 
 
 class TokenMerge:
@@ -89,31 +90,12 @@ def _merge_for(tokens, size, ratio: float, generator) -> TokenMerge | None:
     return TokenMerge(tokens, height, width, count, generator)
 
 
-@contextmanager
 def token_merging_applied(unet, ratio: float, size, generator):
     """For the block: every transformer block's self-attention queries merged and unmerged."""
-    layers = [module.attn1 for module in unet.modules()
-              if type(module).__name__ == "BasicTransformerBlock" and module.attn1 is not None]
-    pending: list = []
 
-    def merged(module, args, kwargs):
-        hidden = args[0] if args else kwargs["hidden_states"]
+    def split(hidden):
         merge = _merge_for(hidden, size, ratio, generator)
-        pending.append(merge)
-        if merge is None:
-            return None
-        rest = {k: v for k, v in kwargs.items() if k != "hidden_states"}
         # keys and values still come from every token
-        return (merge.merge(hidden),), {**rest, "encoder_hidden_states": hidden}
+        return None if merge is None else (merge, merge.merge(hidden), {"encoder_hidden_states": hidden})
 
-    def unmerged(module, args, kwargs, out):
-        merge = pending.pop()
-        return None if merge is None else merge.unmerge(out)
-
-    handles = [hook for layer in layers for hook in (layer.register_forward_pre_hook(merged, with_kwargs=True),
-                                                       layer.register_forward_hook(unmerged, with_kwargs=True))]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    return around_self_attention(unet, split, lambda merge, out: merge.unmerge(out))
