@@ -44,7 +44,7 @@ from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, Pr
                               PrimitiveStringMultiline)
 from .core.sampler_nodes import (SamplerDPMAdaptative, SamplerDPMPP_2M_SDE, SamplerDPMPP_2S_Ancestral,
                                  SamplerDPMPP_3M_SDE, SamplerDPMPP_SDE, SamplerER_SDE, SamplerEulerAncestral,
-                                 SamplerEulerAncestralCFGPP, SamplerLMS, SamplerSASolver)
+                                 SamplerEulerAncestralCFGPP, SamplerEulerCFGpp, SamplerLMS, SamplerSASolver)
 from .core.schedulers import (AlignYourStepsScheduler, BetaSamplingScheduler, ExtendIntermediateSigmas, FlipSigmas,
                               LaplaceScheduler, PolyexponentialScheduler, SamplingPercentToSigma, SetFirstSigma,
                               SplitSigmasDenoise, VPScheduler)
@@ -109,5 +109,5 @@ ALL_NODES = [
     ImageQuantize, LoraSave, ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, PerpNeg,
     DiffusersLoader, CLIPSave, HyperTile, RebatchLatents, RebatchImages,
     APG, TCFG, FreSca, Mahiro, LatentApplyOperation, LatentApplyOperationCFG, LatentOperationTonemapReinhard,
-    LatentOperationSharpen, TomePatchModel,
+    LatentOperationSharpen, TomePatchModel, SamplerEulerCFGpp,
 ]

@@ -265,3 +265,29 @@ def test_the_deprecated_perp_neg_patch_is_perp_neg_guider_as_the_models_cfg_func
     assert np.abs(run(cfg_guider(["30", 0], 1.0)) - plain).max() > 5
     parts["30"]["inputs"]["neg_scale"] = 0.0
     assert np.abs(run(cfg_guider(["30", 0], 1.0)) - plain).max() <= 1
+
+
+def test_euler_cfg_pp_alternative_is_euler_when_both_prompts_agree(session):
+    """Its direction (x − D + D_uncond − D)/σ is Euler's (x − D)/σ where the negative predicts
+    what the guided estimate does: the same prompt on both sides."""
+    import numpy as np
+
+    def run(version, negative):
+        graph = base() | {
+            "10": {"class_type": "SamplerEulerCFGpp", "inputs": {"version": version}},
+            "11": {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "normal", "steps": 4,
+                                                              "denoise": 1.0}},
+            "12": {"class_type": "SamplerCustom", "inputs": {"model": ["4", 0], "add_noise": True, "noise_seed": 7,
+                                                             "cfg": 3.0, "positive": ["6", 0], "negative": negative,
+                                                             "sampler": ["10", 0], "sigmas": ["11", 0],
+                                                             "latent_image": ["5", 0]}},
+        }
+        return decoded(session, graph, "12")
+
+    euler = decoded(session, base() | {"3": dict(ksampler("euler", cfg=3.0), inputs={
+        **ksampler("euler", cfg=3.0)["inputs"], "negative": ["6", 0]})}, "3")
+    assert np.abs(run("alternative", ["6", 0]) - euler).max() <= 1
+    alternative, regular = run("alternative", ["7", 0]), run("regular", ["7", 0])
+    assert np.abs(alternative - regular).max() > 2
+    plain_cfg_pp = decoded(session, base() | {"3": ksampler("euler_cfg_pp", cfg=3.0)}, "3")
+    assert np.array_equal(regular, plain_cfg_pp)

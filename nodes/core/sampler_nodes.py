@@ -42,6 +42,20 @@ class SamplerEulerAncestralCFGPP(Node):
         return _sampler("euler_ancestral_cfg_pp", eta=self.eta, s_noise=self.s_noise)
 
 
+class SamplerEulerCFGpp(Node):
+    """Euler CFG++: `regular` is the euler_cfg_pp sampler; `alternative` steps along
+    (x − D + D_uncond − D)/σ."""
+
+    class_type = "SamplerEulerCFGpp"
+    display_name = "SamplerEulerCFG++"
+    category = "_for_testing"
+
+    version: Literal["regular", "alternative"] = Widget("regular")
+
+    def execute(self, ctx) -> SamplerOut:
+        return _sampler("euler_cfg_pp" if self.version == "regular" else "euler_cfg_pp_alternative")
+
+
 class SamplerLMS(Node):
     class_type = "SamplerLMS"
     display_name = "SamplerLMS"

@@ -19,5 +19,5 @@ SCHEDULERS = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", 
 DISCARD_PENULTIMATE_SIGMA = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
 
 # Samplers that read the unconditional prediction: the negative is evaluated even at cfg 1.
-NEEDS_UNCOND = frozenset(name for name in SAMPLER_NAMES if name.endswith("_cfg_pp"))
+NEEDS_UNCOND = frozenset(name for name in SAMPLER_NAMES if name.endswith("_cfg_pp")) | {"euler_cfg_pp_alternative"}
 

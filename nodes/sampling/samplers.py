@@ -340,6 +340,16 @@ def euler_cfg_pp(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
     return x
 
 
+def euler_cfg_pp_alternative(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
+    """SamplerEulerCFG++'s "alternative" version: Euler along (x − D + D_uncond − D)/σ."""
+    for i in range(len(sigmas) - 1):
+        denoised = denoise(x, sigma_batch(x, sigmas[i]))
+        d = to_d(x - denoised + ctx.uncond(), sigmas[i], denoised)
+        x = x + d * (sigmas[i + 1] - sigmas[i])
+        ctx.on_step(i + 1, len(sigmas) - 1)
+    return x
+
+
 def er_sde(denoise: Denoiser, x, sigmas, ctx: SamplingContext, s_noise: float = 1.0, max_stage: int = 3,
            reverse_time_eta: float | None = None):
     """Extended reverse-time SDE solver (Cui et al. 2023, VE ER-SDE-Solver-3) for VE models, where
@@ -436,6 +446,7 @@ SAMPLERS: dict[str, Callable] = {
     "res_multistep_cfg_pp": _sde(res_multistep, cfg_pp=True),
     "res_multistep_ancestral_cfg_pp": _sde(res_multistep, eta=1.0, cfg_pp=True),
     "euler_cfg_pp": euler_cfg_pp,
+    "euler_cfg_pp_alternative": euler_cfg_pp_alternative,  # SamplerEulerCFGpp's; no KSampler name
     "euler_ancestral_cfg_pp": euler_ancestral_cfg_pp,
     "dpmpp_2s_ancestral_cfg_pp": dpmpp_2s_ancestral_cfg_pp,
     "dpmpp_2m_cfg_pp": dpmpp_2m_cfg_pp,
