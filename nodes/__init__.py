@@ -22,8 +22,8 @@ from .core.image_filters import (ImageAddNoise, ImageBlend, ImageBlur, ImageMorp
                                  ImageSharpen)
 from .core.image_layout import ImageStitch, ResizeAndPadImage
 from .core.image_ops import (EmptyImage, GetImageSize, ImageBatch, ImageColorToMask, ImageCrop, ImageInvert,
-                             ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToTotalPixels, ImageToMask,
-                             MaskToImage)
+                             ImagePadForOutpaint, ImageScale, ImageScaleBy, ImageScaleToMaxDimension,
+                             ImageScaleToTotalPixels, ImageToMask, MaskToImage)
 from .core.inpaint import InpaintModelConditioning, InstructPixToPixConditioning
 from .core.ksampler import KSampler, KSamplerAdvanced
 from .core.latent import (EmptyLatentImage, LatentComposite, LatentFromBatch, LatentUpscale, LatentUpscaleBy,
@@ -31,8 +31,9 @@ from .core.latent import (EmptyLatentImage, LatentComposite, LatentFromBatch, La
 from .core.latent_files import LoadLatent, SaveLatent
 from .core.latent_ops import (LatentAdd, LatentBatch, LatentBatchSeedBehavior, LatentBlend, LatentCrop, LatentFlip,
                               LatentInterpolate, LatentMultiply, LatentRotate, LatentSubtract)
-from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, SolidMask,
-                        ThresholdMask)
+from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, MaskPreview,
+                        SolidMask, ThresholdMask)
+from .core.color_spaces import ImageRGBToYUV, ImageYUVToRGB
 from .core.model_merging import (CLIPMergeAdd, CLIPMergeSimple, CLIPMergeSubtract, ModelMergeAdd, ModelMergeBlocks,
                                  ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, ModelMergeSimple, ModelMergeSubtract)
 from .core.model_patches import (CFGNorm, CFGZeroStar, DifferentialDiffusion, EpsilonScaling, FreeU, FreeU_V2,
@@ -109,5 +110,6 @@ ALL_NODES = [
     ImageQuantize, LoraSave, ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, PerpNeg,
     DiffusersLoader, CLIPSave, HyperTile, RebatchLatents, RebatchImages,
     APG, TCFG, FreSca, Mahiro, LatentApplyOperation, LatentApplyOperationCFG, LatentOperationTonemapReinhard,
-    LatentOperationSharpen, TomePatchModel, SamplerEulerCFGpp,
+    LatentOperationSharpen, TomePatchModel, SamplerEulerCFGpp, ImageScaleToMaxDimension, MaskPreview, ImageRGBToYUV,
+    ImageYUVToRGB,
 ]

@@ -228,3 +228,33 @@ def test_image_quantize_keeps_to_the_palette():
     two = torch.zeros(1, 4, 4, 3)
     two[:, :2] = 1.0
     assert torch.equal(quantize("none", colors=2, image=two), two)  # already two colours: unchanged
+
+
+def test_scale_to_max_dimension_yuv_round_trip_and_mask_preview(tmp_path):
+    from PIL import Image as PILImage
+
+    from engine import Session, Settings
+    from nodes.core.color_spaces import ImageRGBToYUV, ImageYUVToRGB
+    from nodes.core.image_ops import ImageScaleToMaxDimension
+
+    def scaled(height, width):
+        return ImageScaleToMaxDimension(image=Image(torch.rand(1, height, width, 3)), upscale_method="area",
+                                        largest_size=64).execute(None).IMAGE.pixels.shape[1:3]
+
+    assert (scaled(30, 60), scaled(60, 45), scaled(10, 10)) == ((32, 64), (64, 48), (64, 64))
+
+    pixels = torch.rand(2, 5, 6, 3, generator=torch.Generator().manual_seed(7))
+    split = ImageRGBToYUV(image=Image(pixels)).execute(None)
+    y, u, v = split.Y, split.U, split.V
+    assert torch.allclose(y.pixels[..., 0], pixels @ torch.tensor([0.299, 0.587, 0.114]))
+    assert torch.equal(y.pixels[..., 0], y.pixels[..., 2])  # grey images
+    grey = torch.full((1, 2, 2, 3), 0.4)  # no colour: both chroma channels at the centre
+    assert torch.allclose(ImageRGBToYUV(image=Image(grey)).execute(None).U.pixels, torch.full((1, 2, 2, 3), 0.5))
+    back = ImageYUVToRGB(Y=y, U=u, V=v).execute(None).IMAGE.pixels
+    assert torch.allclose(back, pixels, atol=2e-3)  # kornia's rounded BT.601 constants
+
+    graph = {"1": {"class_type": "SolidMask", "inputs": {"value": 0.25, "width": 8, "height": 4}},
+             "2": {"class_type": "MaskPreview", "inputs": {"mask": ["1", 0]}}}
+    [path] = Session(settings=Settings(output_dir=tmp_path, models_dir=tmp_path)).execute(graph).files
+    preview = np.asarray(PILImage.open(path))
+    assert preview.shape == (4, 8, 3) and np.all(preview == 63)  # 0.25 × 255, truncated as SaveImage does

@@ -79,6 +79,29 @@ class ImageScaleToTotalPixels(Node):
         return ImageOut(Image(resize_images(pixels, width, height, self.upscale_method)))
 
 
+class ImageScaleToMaxDimension(Node):
+    """Resize so that the longer side is `largest_size`, keeping the aspect (a square: both)."""
+
+    class_type = "ImageScaleToMaxDimension"
+    display_name = "Scale Image to Max Dimension"
+    category = "image/upscaling"
+
+    image: Image = Link()
+    upscale_method: Literal["area", "lanczos", "bilinear", "nearest-exact", "bicubic"] = Widget("area")
+    largest_size: int = Widget(512, ge=0, le=MAX_RESOLUTION, step=1)
+
+    def execute(self, ctx) -> ImageOut:
+        pixels = self.image.pixels
+        height, width = pixels.shape[1], pixels.shape[2]
+        if height > width:
+            width, height = round(width / height * self.largest_size), self.largest_size
+        elif width > height:
+            width, height = self.largest_size, round(height / width * self.largest_size)
+        else:
+            width = height = self.largest_size
+        return ImageOut(Image(resize_images(pixels, width, height, self.upscale_method)))
+
+
 @dataclass(frozen=True)
 class ImageMaskOut(NodeOutput):
     IMAGE: Image

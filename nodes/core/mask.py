@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from engine import Link, Node, Widget
+from engine import Link, Node, SavedFiles, Widget
 
-from ..types import Mask
-from .image import in_input_folder, input_images
+from ..types import Image, Mask
+from .image import in_input_folder, input_images, save_images
 from .image_ops import MaskOut
 
 MAX_RESOLUTION = 16384
@@ -187,3 +187,19 @@ class GrowMask(Node):
                 values = grow(values, footprint=kernel)
             out.append(torch.from_numpy(values))
         return MaskOut(Mask(torch.stack(out)))
+
+
+class MaskPreview(Node):
+    """Preview masks as grey images (written under `<output>/previews`, as PreviewImage does)."""
+
+    class_type = "MaskPreview"
+    display_name = "Preview Mask"
+    category = "mask"
+    is_output_node = True
+
+    mask: Mask = Link()
+
+    def execute(self, ctx) -> SavedFiles:
+        mask = self.mask.mask
+        grey = mask.reshape((-1, 1, mask.shape[-2], mask.shape[-1])).movedim(1, -1).expand(-1, -1, -1, 3)
+        return SavedFiles(save_images(ctx, Image(grey), "previews/ComfyUI_temp", compress_level=4))
