@@ -1,12 +1,13 @@
 """Where a run reads and writes, and on which device; plus the one policy for user-given paths.
 
-Path policy (every node that takes a file name goes through `model_file`, `input_file` or
-`output_path`):
+Path policy (every node that takes a file name goes through `model_file`, `input_file` (or
+`annotated_file`) or `output_path`):
 - Writing: only inside the output folder, always. No setting lifts this.
 - Model files: a name inside `<models>/<folder>`. An absolute path to a file that exists is read
   where it is when `allow_absolute_model_paths` is on (the CLI and Python default; the server
   turns it off), with a log line.
-- Input files: a name inside the input folder; elsewhere only with `allow_unsafe_paths`.
+- Input files: a name inside the input folder; elsewhere only with `allow_unsafe_paths`. A name
+  ending in ` [output]` or ` [temp]` (the web UI's) is read from inside the output folder.
 - Either kind: a path from another machine (Windows `D:\\models\\x.ckpt` or POSIX) that cannot be
   used as it is falls back to the file of the same base name in the folder, with a log line.
 """
@@ -137,6 +138,18 @@ class Settings:
         """An existing file in the input folder (elsewhere only with allow_unsafe_paths)."""
         return self._existing_file(self.input_dir, name, what, self.allow_unsafe_paths,
                                    "allow unsafe paths to read it where it is")
+
+    def annotated_file(self, name: str, what: str = "input file", folder: str = "input") -> Path:
+        """An existing file named as ComfyUI's web UI names them: `name [output]` in the output
+        folder, `name [temp]` among the previews, `name [input]` or a plain name in `folder`'s."""
+        for suffix in (" [input]", " [output]", " [temp]"):
+            if name.endswith(suffix):
+                name, folder = name[:-len(suffix)], suffix[2:-1]
+                break
+        if folder == "input":
+            return self.input_file(name, what)
+        root = self.output_dir if folder == "output" else self.output_dir / "previews"
+        return self._existing_file(root, name, what, False, "only files inside it are read")
 
     def _existing_file(self, root: Path, name: str, what: str, may_leave: bool, refusal: str,
                        follow_links: bool = False) -> Path:

@@ -16,7 +16,7 @@ from .core.custom_sampling import (AddNoise, BasicGuider, BasicScheduler, CFGGui
                                    KarrasScheduler, KSamplerSelect, PerpNegGuider, RandomNoise, SamplerCustom,
                                    SamplerCustomAdvanced, SDTurboScheduler, SplitSigmas)
 from .core.gligen import GLIGENLoader, GLIGENTextBoxApply
-from .core.image import LoadImage, PreviewImage, SaveImage, SaveImageWebsocket
+from .core.image import LoadImage, LoadImageOutput, PreviewImage, SaveImage, SaveImageWebsocket
 from .core.image_batch import ImageFlip, ImageFromBatch, ImageRotate, RepeatImageBatch
 from .core.image_filters import (ImageAddNoise, ImageBlend, ImageBlur, ImageMorphology, ImageQuantize,
                                  ImageSharpen)
@@ -111,5 +111,5 @@ ALL_NODES = [
     DiffusersLoader, CLIPSave, HyperTile, RebatchLatents, RebatchImages,
     APG, TCFG, FreSca, Mahiro, LatentApplyOperation, LatentApplyOperationCFG, LatentOperationTonemapReinhard,
     LatentOperationSharpen, TomePatchModel, SamplerEulerCFGpp, ImageScaleToMaxDimension, MaskPreview, ImageRGBToYUV,
-    ImageYUVToRGB,
+    ImageYUVToRGB, LoadImageOutput,
 ]

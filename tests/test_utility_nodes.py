@@ -258,3 +258,32 @@ def test_scale_to_max_dimension_yuv_round_trip_and_mask_preview(tmp_path):
     [path] = Session(settings=Settings(output_dir=tmp_path, models_dir=tmp_path)).execute(graph).files
     preview = np.asarray(PILImage.open(path))
     assert preview.shape == (4, 8, 3) and np.all(preview == 63)  # 0.25 × 255, truncated as SaveImage does
+
+
+def test_images_named_as_the_web_ui_names_them_load_from_the_output_folder(tmp_path):
+    from PIL import Image as PILImage
+
+    from types import SimpleNamespace
+
+    from engine import Session, Settings
+    from nodes.core.image import output_images
+
+    settings = Settings(output_dir=tmp_path / "out", input_dir=tmp_path / "in", models_dir=tmp_path)
+    (tmp_path / "out" / "run").mkdir(parents=True)
+    (tmp_path / "in").mkdir()
+    PILImage.new("RGB", (4, 2), (255, 0, 0)).save(tmp_path / "out" / "run" / "red.png")
+    PILImage.new("RGB", (4, 2), (0, 0, 255)).save(tmp_path / "in" / "red.png")  # same name, other folder
+    session = Session(settings=settings, cache=False)
+
+    def red_of(node, name):
+        graph = {"1": {"class_type": node, "inputs": {"image": name}},
+                 "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+        result = session.execute(graph, raise_on_error=False)
+        return result.status if result.status != "ok" else int(np.asarray(PILImage.open(result.files[0]))[0, 0, 0])
+
+    assert red_of("LoadImage", "run/red.png [output]") == 255
+    assert red_of("LoadImage", "run/red.png") == "invalid"  # a plain name is the input folder's
+    assert red_of("LoadImage", "red.png [input]") == red_of("LoadImage", "red.png") == 0
+    assert red_of("LoadImageOutput", "run/red.png [output]") == red_of("LoadImageOutput", "run/red.png") == 255
+    assert red_of("LoadImage", "../in/red.png [output]") == "invalid"
+    assert "run/red.png [output]" in output_images(SimpleNamespace(settings=settings))

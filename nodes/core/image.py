@@ -6,6 +6,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from engine import Link, Node, NodeOutput, SavedFiles, Widget
 from engine.atomic import NUMBERED, next_number, numbered
@@ -140,11 +141,12 @@ def input_images(vctx) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def in_input_folder(input_name: str):
-    """A widget check: the value names a file inside the input folder (the problem, or None)."""
+def in_input_folder(input_name: str, folder: str = "input"):
+    """A widget check: the value names a file inside the input folder, or the one its ` [output]`
+    / ` [temp]` annotation names (the problem, or None)."""
     def check(name: str, vctx) -> str | None:
         try:
-            vctx.settings.input_file(name, input_name)
+            vctx.settings.annotated_file(name, input_name, folder)
         except (UnsafePathError, FileNotFoundError) as exc:
             return str(exc)
         return None
@@ -165,18 +167,19 @@ class LoadImage(Node):
     category = "image"
 
     image: str = Widget(check=in_input_folder("image"), ui={"image_upload": True}, ui_choices=input_images)
+    image_folder: ClassVar[str] = "input"  # where a name without annotation is
 
     @classmethod
     def fingerprint(cls, constants, settings):
         # The file content is part of the cache key: same name, new pixels → re-run.
-        return settings.file_sha256(settings.input_file(constants["image"], "image"))
+        return settings.file_sha256(settings.annotated_file(constants["image"], "image", cls.image_folder))
 
     def execute(self, ctx) -> ImageMaskOut:
         import numpy as np
         import torch
         from PIL import Image as PILImage, ImageOps, ImageSequence
 
-        path = ctx.settings.input_file(self.image, "image")
+        path = ctx.settings.annotated_file(self.image, "image", self.image_folder)
         frames, masks = [], []
         with PILImage.open(path) as img:
             for frame in ImageSequence.Iterator(img):
@@ -196,3 +199,26 @@ class LoadImage(Node):
                     break
         pixels = torch.from_numpy(np.stack(frames))
         return ImageMaskOut(Image(pixels), Mask(torch.from_numpy(np.stack(masks))))
+
+
+def output_images(vctx) -> list[str]:
+    """The images in the output folder, newest first, as the web UI offers them (` [output]`)."""
+    folder = vctx.settings.output_dir
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    found.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    return [f"{p.relative_to(folder).as_posix()} [output]" for p in found]
+
+
+class LoadImageOutput(LoadImage):
+    """Load an image from the output folder (`name [output]`, or a plain name there)."""
+
+    class_type = "LoadImageOutput"
+    display_name = "Load Image (from Outputs)"
+    category = "image"
+
+    image: str = Widget(check=in_input_folder("image", "output"), ui={"image_upload": True,
+                                                                     "image_folder": "output"},
+                        ui_choices=output_images)
+    image_folder = "output"

@@ -28,14 +28,14 @@ class LoadImageMask(Node):
 
     @classmethod
     def fingerprint(cls, constants, settings):
-        return settings.file_sha256(settings.input_file(constants["image"], "image"))
+        return settings.file_sha256(settings.annotated_file(constants["image"], "image"))
 
     def execute(self, ctx) -> MaskOut:
         import numpy as np
         import torch
         from PIL import Image as PILImage, ImageOps
 
-        with PILImage.open(ctx.settings.input_file(self.image, "image")) as img:
+        with PILImage.open(ctx.settings.annotated_file(self.image, "image")) as img:
             img = ImageOps.exif_transpose(img)
             if img.getbands() != ("R", "G", "B", "A"):
                 if img.mode == "I":
