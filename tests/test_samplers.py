@@ -11,7 +11,7 @@ import torch
 
 from .kdiffusion_reference import load_sampling
 from nodes.sampling.model_sampling import DiscreteSampling
-from nodes.sampling.names import NEEDS_UNCOND, SAMPLER_NAMES
+from nodes.sampling.names import NEEDS_UNCOND, NODE_ONLY_SAMPLERS, SAMPLER_NAMES
 from nodes.sampling import adams, sa_solver, seeds
 from nodes.sampling.samplers import SAMPLERS, SamplingContext
 from nodes.sampling.schedules import SCHEDULERS, ksampler_sigmas, schedule, truncate
@@ -163,7 +163,7 @@ def test_ddpm_matches_diffusers_ddpm_posterior_steps():
 
 
 def test_every_sampler_name_of_comfyui_runs():
-    assert len(SAMPLER_NAMES) == 42 and set(SAMPLERS) == set(SAMPLER_NAMES)
+    assert len(SAMPLER_NAMES) == 42 and set(SAMPLERS) == set(SAMPLER_NAMES + NODE_ONLY_SAMPLERS)
     sigmas = schedule(MS, "karras", 4)
     x = torch.randn([1, 4, 4, 4], generator=torch.Generator().manual_seed(1)) * sigmas[0]
     recording, last = recording_denoiser()
@@ -384,7 +384,8 @@ def test_sa_solver_first_order_step_is_euler():
 CFG_PP_BASES = {"euler_ancestral_cfg_pp": "euler_ancestral", "dpmpp_2s_ancestral_cfg_pp": "dpmpp_2s_ancestral",
                 "dpmpp_2m_cfg_pp": "dpmpp_2m", "res_multistep_cfg_pp": "res_multistep",
                 "res_multistep_ancestral_cfg_pp": "res_multistep_ancestral",
-                "gradient_estimation_cfg_pp": "gradient_estimation", "euler_cfg_pp": "euler"}
+                "gradient_estimation_cfg_pp": "gradient_estimation", "euler_cfg_pp": "euler",
+                "euler_cfg_pp_alternative": "euler"}
 
 
 @pytest.mark.parametrize("name", sorted(CFG_PP_BASES))
