@@ -45,7 +45,8 @@ from .core.primitives import (PrimitiveBoolean, PrimitiveFloat, PrimitiveInt, Pr
                               PrimitiveStringMultiline)
 from .core.sampler_nodes import (SamplerDPMAdaptative, SamplerDPMPP_2M_SDE, SamplerDPMPP_2S_Ancestral,
                                  SamplerDPMPP_3M_SDE, SamplerDPMPP_SDE, SamplerER_SDE, SamplerEulerAncestral,
-                                 SamplerEulerAncestralCFGPP, SamplerEulerCFGpp, SamplerLMS, SamplerSASolver)
+                                 SamplerEulerAncestralCFGPP, SamplerEulerCFGpp, SamplerLCMUpscale, SamplerLMS,
+                                 SamplerSASolver)
 from .core.schedulers import (AlignYourStepsScheduler, BetaSamplingScheduler, ExtendIntermediateSigmas, FlipSigmas,
                               LaplaceScheduler, PolyexponentialScheduler, SamplingPercentToSigma, SetFirstSigma,
                               SplitSigmasDenoise, VPScheduler)
@@ -111,5 +112,5 @@ ALL_NODES = [
     DiffusersLoader, CLIPSave, HyperTile, RebatchLatents, RebatchImages,
     APG, TCFG, FreSca, Mahiro, LatentApplyOperation, LatentApplyOperationCFG, LatentOperationTonemapReinhard,
     LatentOperationSharpen, TomePatchModel, SamplerEulerCFGpp, ImageScaleToMaxDimension, MaskPreview, ImageRGBToYUV,
-    ImageYUVToRGB, LoadImageOutput,
+    ImageYUVToRGB, LoadImageOutput, SamplerLCMUpscale,
 ]

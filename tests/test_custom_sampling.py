@@ -291,3 +291,20 @@ def test_euler_cfg_pp_alternative_is_euler_when_both_prompts_agree(session):
     assert np.abs(alternative - regular).max() > 2
     plain_cfg_pp = decoded(session, base() | {"3": ksampler("euler_cfg_pp", cfg=3.0)}, "3")
     assert np.array_equal(regular, plain_cfg_pp)
+
+
+def test_sampler_lcm_upscale_samples_to_the_larger_size(session):
+    import numpy as np
+
+    graph = base() | {
+        "10": {"class_type": "SamplerLCMUpscale", "inputs": {"scale_ratio": 1.5, "scale_steps": -1,
+                                                             "upscale_method": "bislerp"}},
+        "11": {"class_type": "BasicScheduler", "inputs": {"model": ["4", 0], "scheduler": "sgm_uniform", "steps": 4,
+                                                          "denoise": 1.0}},
+        "12": {"class_type": "SamplerCustom", "inputs": {"model": ["4", 0], "add_noise": True, "noise_seed": 7,
+                                                         "cfg": 1.0, "positive": ["6", 0], "negative": ["7", 0],
+                                                         "sampler": ["10", 0], "sigmas": ["11", 0],
+                                                         "latent_image": ["5", 0]}},
+    }
+    first, second = decoded(session, graph, "12"), decoded(session, graph, "12")
+    assert first.shape == (96, 96, 3) and np.array_equal(first, second) and first.std() > 0

@@ -171,7 +171,9 @@ def test_every_sampler_name_of_comfyui_runs():
                           uncond=lambda: last["x0"], percent_to_sigma=MS.percent_to_sigma)
     for name, fn in SAMPLERS.items():
         out = fn(recording, x.clone(), sigmas, ctx)
-        assert out.shape == x.shape and torch.isfinite(out).all(), name
+        # lcm_upscale ends at twice the size by default
+        assert out.shape[-1] == x.shape[-1] * (2 if name == "lcm_upscale" else 1), name
+        assert torch.isfinite(out).all(), name
 
 
 def test_euler_cfg_pp_is_euler_when_the_unconditional_prediction_is_the_guided_one():
@@ -435,3 +437,32 @@ def test_uni_pc_with_a_single_step_leaves_the_sample_as_comfyui_does():
     out = SAMPLERS["uni_pc"](toy_denoiser, x.clone(), sigmas, SamplingContext(seed=0))
     expected = x / (1 + sigmas[0] ** 2) ** 0.5 * (1 + 0.001 ** 2) ** 0.5
     assert torch.allclose(out, expected, rtol=1e-6)
+
+
+def test_lcm_upscale_grows_the_estimate_step_by_step_and_renoises_from_the_global_generator():
+    from nodes.sampling.noise import GlobalGenerators
+
+    sigmas = schedule(MS, "normal", 8)
+    seen = []
+
+    def sizes(x, sigma):
+        seen.append(x.shape[-1])
+        return toy_denoiser(x, sigma)
+
+    x = torch.randn([1, 4, 8, 8], generator=torch.Generator().manual_seed(3)) * sigmas[0]
+    out = SAMPLERS["lcm_upscale"](sizes, x, sigmas, SamplingContext(seed=0), upscale_method="nearest-exact")
+    # 9 σ: the default spreads ×2 over the first 4 steps (1.25, 1.5, 1.75, 2)
+    assert seen == [8, 10, 12, 14, 16, 16, 16, 16] and out.shape[-1] == 16
+    recorded = []
+
+    def zeros(x, sigma):
+        recorded.append(x.clone())
+        return torch.zeros_like(x)
+
+    cpu = torch.Generator().manual_seed(11)
+    torch.randn(5, generator=cpu)  # whatever the initial noise left
+    expected = torch.Generator().manual_seed(11)
+    torch.randn(5, generator=expected)
+    ctx = SamplingContext(seed=0, generators=GlobalGenerators(cpu, 0))
+    SAMPLERS["lcm_upscale"](zeros, torch.ones(1, 4, 4, 4), torch.tensor([2.0, 1.0, 0.0]), ctx, total_upscale=1.0)
+    assert torch.equal(recorded[1], 1.0 * torch.randn([1, 4, 4, 4], generator=expected))

@@ -56,6 +56,23 @@ class SamplerEulerCFGpp(Node):
         return _sampler("euler_cfg_pp" if self.version == "regular" else "euler_cfg_pp_alternative")
 
 
+class SamplerLCMUpscale(Node):
+    """LCM that enlarges the latent between steps to `scale_ratio` times its size, over
+    `scale_steps` steps (-1: about half of them)."""
+
+    class_type = "SamplerLCMUpscale"
+    display_name = "SamplerLCMUpscale"
+    category = CATEGORY
+
+    scale_ratio: float = Widget(1.0, ge=0.1, le=20.0, step=0.01)
+    scale_steps: int = Widget(-1, ge=-1, le=1000, step=1)
+    upscale_method: Literal["bislerp", "nearest-exact", "bilinear", "area", "bicubic"] = Widget("bislerp")
+
+    def execute(self, ctx) -> SamplerOut:
+        return _sampler("lcm_upscale", total_upscale=self.scale_ratio, upscale_method=self.upscale_method,
+                        upscale_steps=None if self.scale_steps < 0 else self.scale_steps)
+
+
 class SamplerLMS(Node):
     class_type = "SamplerLMS"
     display_name = "SamplerLMS"

@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from .noise import BrownianTreeNoiseSampler, NoiseSampler, device_noise_sampler
+from .noise import BrownianTreeNoiseSampler, GlobalGenerators, NoiseSampler, device_noise_sampler
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x, σ per image) -> x0 estimate
 
@@ -24,6 +24,15 @@ class SamplingContext:
     uncond: Callable[[], torch.Tensor] | None = None
     # The σ at a fraction of the model's schedule (SA-Solver's stochastic window)
     percent_to_sigma: Callable[[float], float] | None = None
+    # What stands for torch's global generators (SamplerLCMUpscale's re-noising)
+    generators: GlobalGenerators | None = None
+
+    def global_generator(self, device) -> torch.Generator:
+        """The generator standing for torch's global one on `device` (seeded with the seed when
+        the caller gave none)."""
+        if self.generators is None:
+            self.generators = GlobalGenerators(torch.Generator("cpu").manual_seed(self.seed), self.seed)
+        return self.generators.on(device)
 
     def step_noise(self, x: torch.Tensor) -> NoiseSampler:
         return self.noise_sampler or device_noise_sampler(x, self.seed)

@@ -16,7 +16,7 @@ from .guidance import cfg_denoiser
 from .latent_format import LatentFormat
 from .model_sampling import DiscreteSampling
 from .names import NEEDS_UNCOND
-from .noise import initial_noise
+from .noise import GlobalGenerators, initial_noise
 from .samplers import SAMPLERS, SamplingContext
 from .schedules import ksampler_sigmas, truncate
 
@@ -43,9 +43,8 @@ class SamplingModel:
     wants_sigma: bool = False  # predict() takes sigma= (patches that act in a σ window: Deep Shrink)
     ip2p_scale: float = 1.0  # an InstructPix2Pix UNet's image latent is taken × this (CosXL edit: the latent scale)
     attention: Callable[[], Any] = lambda: None  # the attention map SelfAttentionGuidance recorded last
-    # given the CPU generator as torch's global one is in ComfyUI once sampling starts, and the
-    # seed (HyperTile, ToMe)
-    takes_generator: Callable[[torch.Generator, int], None] | None = None
+    # given the generators standing for torch's global ones once sampling starts (HyperTile, ToMe)
+    takes_generators: Callable[[GlobalGenerators], None] | None = None
     # the family's last word on the entries once the seed is known (SDXL: unCLIP's pooled vector)
     prepare: Callable[[list[CondEntry], int], list[CondEntry]] | None = None
 
@@ -165,8 +164,10 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
             generator = torch.Generator("cpu")
             held = initial_noise(noise.shape, seed + 1, generator=generator).to(noise.device)
         denoise = _inpainting(denoise, noise_mask, held, scaled, ms, sigmas, model.differential_diffusion)
-    if model.takes_generator is not None:
-        model.takes_generator(generator if generator is not None else torch.Generator("cpu").manual_seed(seed), seed)
+    generators = GlobalGenerators(generator if generator is not None else torch.Generator("cpu").manual_seed(seed),
+                                  seed)
+    if model.takes_generators is not None:
+        model.takes_generators(generators)
     # the x0 estimate of each step's first evaluation, as ComfyUI's preview callback sees it
     step_estimates: list[torch.Tensor] = []
     last = {}
@@ -183,6 +184,7 @@ def sample_sigmas(model: SamplingModel, latent: torch.Tensor, sigmas: torch.Tens
         on_step(done, total)
 
     ctx = SamplingContext(seed=seed, on_step=stepped, uncond=guided.uncond, percent_to_sigma=ms.percent_to_sigma,
+                          generators=generators,
                           noise_scaling=lambda sigma, n, lat: ms.noise_scaling(sigma, n, lat))
     with torch.inference_mode():
         x = SAMPLERS[sampler_name](recording, x, sigmas, ctx, **(sampler_options or {}))

@@ -19,7 +19,8 @@ SCHEDULERS = ("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", 
 DISCARD_PENULTIMATE_SIGMA = frozenset({"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"})
 
 # Samplers that read the unconditional prediction: the negative is evaluated even at cfg 1.
-# Samplers only the Sampler… nodes give (no KSampler name): SamplerEulerCFGpp's alternative.
-NODE_ONLY_SAMPLERS = ("euler_cfg_pp_alternative",)
+# Samplers only the Sampler… nodes give (no KSampler name): SamplerEulerCFGpp's alternative and
+# SamplerLCMUpscale's.
+NODE_ONLY_SAMPLERS = ("euler_cfg_pp_alternative", "lcm_upscale")
 NEEDS_UNCOND = frozenset(name for name in SAMPLER_NAMES + NODE_ONLY_SAMPLERS if "_cfg_pp" in name)
 

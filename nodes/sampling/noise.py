@@ -35,6 +35,22 @@ def initial_noise(shape, seed: int, batch_index: list[int] | None = None,
     return torch.cat([draws[i] for i in batch_index])
 
 
+class GlobalGenerators:
+    """Where the draws ComfyUI takes from torch's global generators during sampling come from
+    (HyperTile, ToMe, SamplerLCMUpscale): on the CPU, the generator in the state its seeded
+    initial noise leaves the global one; on a GPU, one seeded with the seed, as
+    `torch.manual_seed(seed)` seeds every device and the CPU noise leaves the GPU's untouched."""
+
+    def __init__(self, cpu: torch.Generator, seed: int):
+        self.seed, self._by_device = seed, {"cpu": cpu}
+
+    def on(self, device) -> torch.Generator:
+        device = torch.device(device)
+        if device.type not in self._by_device:
+            self._by_device[device.type] = torch.Generator(device).manual_seed(self.seed)
+        return self._by_device[device.type]
+
+
 def device_noise_sampler(x: torch.Tensor, seed: int) -> NoiseSampler:
     generator = torch.Generator(x.device).manual_seed(seed)
     return lambda sigma, sigma_next: torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)

@@ -247,6 +247,27 @@ def lcm(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
     return x
 
 
+def lcm_upscale(denoise: Denoiser, x, sigmas, ctx: SamplingContext, total_upscale: float = 2.0,
+                upscale_method: str = "bislerp", upscale_steps: int | None = None):
+    """SamplerLCMUpscale: LCM steps whose x0 estimate is enlarged, step by step, to `total_upscale`
+    times the size over the first `upscale_steps` steps (about half by default) before fresh noise
+    is added, drawn as ComfyUI's randn_like draws it from torch's global generator."""
+    from ..core.resample import common_upscale
+
+    count = max(len(sigmas) // 2 + 1, 2) if upscale_steps is None else min(upscale_steps + 1, len(sigmas) + 1)
+    scales = torch.linspace(1.0, total_upscale, count, dtype=torch.float64)[1:].tolist()
+    height, width = x.shape[-2:]
+    for i in range(len(sigmas) - 1):
+        x = denoise(x, sigma_batch(x, sigmas[i]))
+        if i < len(scales):
+            x = common_upscale(x, round(width * scales[i]), round(height * scales[i]), upscale_method, "disabled")
+        if sigmas[i + 1] > 0:
+            x = x + sigmas[i + 1] * torch.randn(x.shape, dtype=x.dtype, device=x.device,
+                                                generator=ctx.global_generator(x.device))
+        ctx.on_step(i + 1, len(sigmas) - 1)
+    return x
+
+
 def ddpm(denoise: Denoiser, x, sigmas, ctx: SamplingContext):
     """Ancestral DDPM posterior steps, taken in VP space (x/√(1+σ²)) and mapped back."""
     noise = ctx.step_noise(x)
@@ -447,6 +468,7 @@ SAMPLERS: dict[str, Callable] = {
     "res_multistep_ancestral_cfg_pp": _sde(res_multistep, eta=1.0, cfg_pp=True),
     "euler_cfg_pp": euler_cfg_pp,
     "euler_cfg_pp_alternative": euler_cfg_pp_alternative,  # SamplerEulerCFGpp's; no KSampler name
+    "lcm_upscale": lcm_upscale,  # SamplerLCMUpscale's; no KSampler name
     "euler_ancestral_cfg_pp": euler_ancestral_cfg_pp,
     "dpmpp_2s_ancestral_cfg_pp": dpmpp_2s_ancestral_cfg_pp,
     "dpmpp_2m_cfg_pp": dpmpp_2m_cfg_pp,

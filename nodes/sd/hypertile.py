@@ -6,7 +6,7 @@ output is put back in place. ComfyUI's arithmetic is kept, quirks included: the 
 (width rows × height columns) on non-square images, and with `swap_size` > 1 the number of tiles
 is drawn from torch's global generator among all but the last of the candidates. Here that
 generator is the one ComfyUI's global generator is in after the initial noise (see
-`SamplingModel.takes_generator`).
+`noise.GlobalGenerators`).
 """
 from __future__ import annotations
 

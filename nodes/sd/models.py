@@ -272,7 +272,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
             if handle.deep_shrink is not None and handle.deep_shrink.active(sigma):
                 patches.enter_context(deep_shrink_applied(unet, handle.deep_shrink))
             if handle.hypertile is not None:
-                patches.enter_context(hypertile_applied(unet, handle.hypertile, x_in.shape[-2:], drawn["generator"]))
+                patches.enter_context(hypertile_applied(unet, handle.hypertile, x_in.shape[-2:], generator_on("cpu")))
             if handle.tome_ratio is not None:
                 patches.enter_context(token_merging_applied(unet, handle.tome_ratio, x_in.shape[-2:],
                                                             generator_on(x_in.device)))
@@ -290,20 +290,11 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
 
     extra = unet.config.in_channels - unet.config.out_channels
     recorded: dict = {}
-    drawn: dict = {"generator": None, "seed": 0}  # what patches draw from: torch's global generators in ComfyUI
+    drawn: dict = {}  # the sampling run's GlobalGenerators: what patches draw from
 
     def generator_on(device):
-        """The CPU generator as ComfyUI's seeded noise leaves it, or, on a GPU, that device's
-        generator, which torch.manual_seed(seed) seeded and the CPU noise did not touch."""
-        if device.type == "cpu":
-            return drawn["generator"]
-        if device.type not in drawn:
-            drawn[device.type] = torch.Generator(device).manual_seed(drawn["seed"])
-        return drawn[device.type]
-
-    def run_generators(generator, seed: int) -> None:  # a sampling run starts
-        drawn.clear()
-        drawn.update(generator=generator, seed=seed)
+        generators = drawn.get("generators")
+        return None if generators is None else generators.on(device)
 
     records_attention = any(isinstance(step, SelfAttentionGuidance) for step in handle.post_cfg)
 
@@ -323,7 +314,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
                          wants_sigma=handle.deep_shrink is not None,
                          ip2p_scale=family.latent_scale if handle.stored_edm else 1.0,
                          prepare=with_image_pooled if family.size_conditioning else None,
-                         takes_generator=run_generators)
+                         takes_generators=lambda generators: drawn.update(generators=generators))
 
 
 @contextmanager
