@@ -25,6 +25,7 @@ from schemas.report import json_schema
 from .batch import FolderBusy, JobResult
 from .disk_cache import DiskCache
 from .errors import EngineError
+from .node import ShownText
 from .overrides import parse_assignment
 from .registry import default_registry
 from .result import RunResult
@@ -288,6 +289,10 @@ def _report(result: RunResult, as_json: bool, report: RunReport | None = None) -
             log.error("  - %s", error.describe().removeprefix(f"{result.source}, "))
     for f in result.files:
         log.info("  wrote %s", f)
+    for node_id, output in result.outputs.items():
+        if isinstance(output, ShownText):
+            for text in output.text:
+                log.info("  node %s shows: %s", node_id, text)
 
 
 def _cache_command(settings: Settings, clear: bool, as_json: bool) -> int:

@@ -151,6 +151,14 @@ class SavedFiles(NodeOutput):
 
 
 @dataclass(frozen=True)
+class ShownText(NodeOutput):
+    """What an output node shows as text (ComfyUI's `ui: {"text": …}`): reported by the server
+    and the CLI, not a slot."""
+
+    text: tuple[str, ...] = field(default=(), metadata={"slot": False})
+
+
+@dataclass(frozen=True)
 class OutputSpec:
     name: str
     type_name: str

@@ -34,6 +34,7 @@ from .core.latent_ops import (LatentAdd, LatentBatch, LatentBatchSeedBehavior, L
 from .core.mask import (CropMask, FeatherMask, GrowMask, InvertMask, LoadImageMask, MaskComposite, MaskPreview,
                         SolidMask, ThresholdMask)
 from .core.color_spaces import ImageRGBToYUV, ImageYUVToRGB
+from .core.preview_any import PreviewAny
 from .core.model_merging import (CLIPMergeAdd, CLIPMergeSimple, CLIPMergeSubtract, ModelMergeAdd, ModelMergeBlocks,
                                  ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, ModelMergeSimple, ModelMergeSubtract)
 from .core.model_patches import (CFGNorm, CFGZeroStar, DifferentialDiffusion, EpsilonScaling, FreeU, FreeU_V2,
@@ -112,5 +113,5 @@ ALL_NODES = [
     DiffusersLoader, CLIPSave, HyperTile, RebatchLatents, RebatchImages,
     APG, TCFG, FreSca, Mahiro, LatentApplyOperation, LatentApplyOperationCFG, LatentOperationTonemapReinhard,
     LatentOperationSharpen, TomePatchModel, SamplerEulerCFGpp, ImageScaleToMaxDimension, MaskPreview, ImageRGBToYUV,
-    ImageYUVToRGB, LoadImageOutput, SamplerLCMUpscale,
+    ImageYUVToRGB, LoadImageOutput, SamplerLCMUpscale, PreviewAny,
 ]

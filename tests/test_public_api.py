@@ -6,7 +6,7 @@ def test_exported_members_are_pinned():
     assert sorted(engine.__all__) == sorted([
         "EdgeValue", "EngineError", "FolderBusy", "Graph", "GraphNode", "Link", "LinkRef", "ModelLoadError",
         "ItemList", "Node", "NodeError", "NodeExecutionError", "NodeOutput", "NodeRecord", "NodeRegistry", "NodeSpec",
-        "RunCancelled", "RunResult", "SavedFiles", "Session", "Settings", "Sweep", "ValidationContext",
+        "RunCancelled", "RunResult", "SavedFiles", "Session", "ShownText", "Settings", "Sweep", "ValidationContext",
         "ValidationFailed", "ValidationResult", "Widget", "WorkflowFormatError", "default_registry", "execute",
         "execute_many", "load_workflow", "validate"])
     assert all(hasattr(engine, name) for name in engine.__all__)

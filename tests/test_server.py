@@ -314,3 +314,16 @@ def test_save_image_websocket_sends_pngs_as_binary_frames_to_its_client(server, 
         image = np.asarray(Image.open(io.BytesIO(frame[8:])))
         assert image.shape == (8, 16, 3) and tuple(image[0, 0]) == (0x33, 0x66, 0xCC)
     assert not any((tmp_path / "out").rglob("*.png"))
+
+
+def test_preview_any_shows_its_text_in_executed_and_history(server):
+    prompt = {"1": {"class_type": "PrimitiveInt", "inputs": {"value": 42}},
+              "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
+              "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 16, "height": 16, "batch_size": 1}},
+              "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 0]}}}
+    prompt_id, messages = asyncio.run(_queue_and_listen(server.url, prompt))
+    shown = {m["data"]["node"]: m["data"]["output"] for m in messages if m["type"] == "executed"}
+    assert shown["2"] == {"text": ["42"]}
+    assert shown["4"]["text"][0].startswith("{'samples': tensor(")  # str() of ComfyUI's LATENT dict
+    _, body = asyncio.run(_get(server.url, f"/history/{prompt_id}"))
+    assert json.loads(body)[prompt_id]["outputs"]["2"] == {"text": ["42"]}

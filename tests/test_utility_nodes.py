@@ -287,3 +287,13 @@ def test_images_named_as_the_web_ui_names_them_load_from_the_output_folder(tmp_p
     assert red_of("LoadImageOutput", "run/red.png [output]") == red_of("LoadImageOutput", "run/red.png") == 255
     assert red_of("LoadImage", "../in/red.png [output]") == "invalid"
     assert "run/red.png [output]" in output_images(SimpleNamespace(settings=settings))
+
+
+def test_preview_any_converts_as_comfyui_does():
+    from nodes.core.preview_any import as_text
+    from nodes.types import Latent
+
+    assert [as_text(v) for v in ("a b", 3, 2.5, True, None, [1, "x"])] == ["a b", "3", "2.5", "True", "None",
+                                                                           '[1, "x"]']
+    assert as_text(Image(torch.zeros(1))) == str(torch.zeros(1))
+    assert as_text(Latent(torch.zeros(1))) == str({"samples": torch.zeros(1)})

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..node import SavedFiles
+from ..node import SavedFiles, ShownText
 from .store import TaskStore
 
 log = logging.getLogger("run_graph.server")
@@ -104,6 +104,9 @@ class PromptWorker(threading.Thread):
         for node_id, output in result.outputs.items():  # cached output nodes show their files too
             if isinstance(output, SavedFiles) and node_id not in ui and output.files:
                 ui[node_id] = self._images(output.files)
+                emit("executed", {"node": node_id, "display_node": node_id, "output": ui[node_id]})
+            elif isinstance(output, ShownText):
+                ui[node_id] = {"text": list(output.text)}
                 emit("executed", {"node": node_id, "display_node": node_id, "output": ui[node_id]})
         # Validation problems elsewhere in the prompt were reported when it was queued; what
         # counts here is that every output it was queued for ran.
