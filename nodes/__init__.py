@@ -39,6 +39,7 @@ from .core.model_merging import (CLIPMergeAdd, CLIPMergeSimple, CLIPMergeSubtrac
                                  ModelMergeSD1, ModelMergeSD2, ModelMergeSDXL, ModelMergeSimple, ModelMergeSubtract)
 from .core.model_patches import (CFGNorm, CFGZeroStar, DifferentialDiffusion, EpsilonScaling, FreeU, FreeU_V2,
                                  HypernetworkLoader, HyperTile, APG, TCFG, FreSca, Mahiro, TomePatchModel,
+                                 ModelComputeDtype,
                                  ModelSamplingContinuousEDM, ModelSamplingContinuousV, ModelSamplingDiscrete,
                                  PatchModelAddDownscale, PerpNeg, PerturbedAttentionGuidance, RescaleCFG,
                                  SelfAttentionGuidance)
@@ -113,5 +114,5 @@ ALL_NODES = [
     DiffusersLoader, CLIPSave, HyperTile, RebatchLatents, RebatchImages,
     APG, TCFG, FreSca, Mahiro, LatentApplyOperation, LatentApplyOperationCFG, LatentOperationTonemapReinhard,
     LatentOperationSharpen, TomePatchModel, SamplerEulerCFGpp, ImageScaleToMaxDimension, MaskPreview, ImageRGBToYUV,
-    ImageYUVToRGB, LoadImageOutput, SamplerLCMUpscale, PreviewAny,
+    ImageYUVToRGB, LoadImageOutput, SamplerLCMUpscale, PreviewAny, ModelComputeDtype,
 ]

@@ -206,3 +206,20 @@ def test_freeu_nodes(tiny_models, tmp_path):
     for node in ("FreeU", "FreeU_V2"):
         patch = {"class_type": node, "inputs": {"b1": 1.5, "b2": 1.6, "s1": 0.5, "s2": 0.2}}
         assert np.abs(_pixels(tiny_models, tmp_path, _graph("tiny_sdxl.safetensors", patch)) - base).max() > 10
+
+
+def test_model_compute_dtype_runs_the_unet_in_the_dtype_named(tiny_models, tmp_path):
+    def pixels(dtype):
+        patch = {"class_type": "ModelComputeDtype", "inputs": {"dtype": dtype}}
+        return _pixels(tiny_models, tmp_path / dtype, _graph("tiny_sd15.safetensors", patch))
+
+    plain = _pixels(tiny_models, tmp_path / "plain", _graph("tiny_sd15.safetensors", None))
+    assert np.array_equal(pixels("fp32"), plain)  # the CPU's default
+    half = pixels("bf16")
+    assert 0 < np.abs(half - plain).max() <= 32 and np.abs(half - plain).mean() < 2
+    import dataclasses
+
+    from .test_sd_models import _handle
+
+    handle = _handle(tiny_models / "checkpoints" / "tiny_sd15.safetensors")
+    assert dataclasses.replace(handle, compute_dtype="bf16").load().dtype == torch.bfloat16

@@ -368,6 +368,20 @@ class TomePatchModel(Node):
         return ModelOut(dataclasses.replace(self.model, tome_ratio=self.ratio))
 
 
+class ModelComputeDtype(Node):
+    """Run the UNet in another dtype (a debugging aid)."""
+
+    class_type = "ModelComputeDtype"
+    display_name = "ModelComputeDtype"
+    category = "advanced/debug/model"
+
+    model: DiffusionModel = Link()
+    dtype: Literal["default", "fp32", "fp16", "bf16"] = Widget("default")
+
+    def execute(self, ctx) -> ModelOut:
+        return ModelOut(dataclasses.replace(self.model, compute_dtype=self.dtype))
+
+
 class HypernetworkLoader(Node):
     """An A1111 hypernetwork from `<models>/hypernetworks`, applied to the model's attentions."""
 

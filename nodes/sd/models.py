@@ -27,9 +27,12 @@ def loaded_bytes(path: str, prefix: str, device: str, float32: bool = False) -> 
     return elements * (4 if float32 or not device.startswith("cuda") else 2)
 
 
-def compute_dtype(device: str):
+def compute_dtype(device: str, name: str = "default"):
+    """The UNet's compute dtype: fp16 on CUDA and fp32 elsewhere, unless ModelComputeDtype names one."""
     import torch
 
+    if name != "default":
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
     return torch.float16 if device.startswith("cuda") else torch.float32
 
 
@@ -78,6 +81,7 @@ class DiffusionModel(EdgeValue):
     zero_terminal_snr: bool = False
     loras: tuple[LoraPatch | MergePatch | ScalePatch, ...] = ()  # in the order they apply
     weight_dtype: str = "default"  # UNETLoader's fp8 choices store the weights in that format
+    compute_dtype: str = "default"  # ModelComputeDtype's choice (fp32, fp16, bf16)
     layout: str = "ldm"  # or "diffusers": a UNet file already in diffusers' names
     cfg_rescale: float | None = None  # RescaleCFG's multiplier
     perp_neg: tuple | None = None  # the deprecated PerpNeg patch's (empty conditioning, neg_scale)
@@ -99,7 +103,7 @@ class DiffusionModel(EdgeValue):
 
     @property
     def cache_key(self):
-        return ("sd-unet", self.path, self.unet_prefix, self.device, self.weight_dtype)
+        return ("sd-unet", self.path, self.unet_prefix, self.device, self.weight_dtype, self.compute_dtype)
 
     def estimated_bytes(self) -> int:
         return loaded_bytes(self.path, self.unet_prefix, self.device)
@@ -138,7 +142,7 @@ class DiffusionModel(EdgeValue):
                                  f"{self.family_name} layout: {str(exc)[:400]}") from exc
         if self.weight_dtype != "default":
             _round_through(unet, self.weight_dtype)
-        return unet.to(self.device, compute_dtype(self.device)).eval()
+        return unet.to(self.device, compute_dtype(self.device, self.compute_dtype)).eval()
 
 
 def _round_through(module, weight_dtype: str) -> None:
