@@ -28,7 +28,8 @@ class TokenMerge:
         chosen = torch.randint(4, (cells_down, cells_across, 1), device=tokens.device, generator=generator)
         marks = torch.zeros(cells_down, cells_across, 4, device=tokens.device, dtype=torch.int64)
         marks.scatter_(2, chosen, -1)  # -1: the destination of its cell, 0: a source
-        marks = marks.view(cells_down, cells_across, 2, 2).transpose(1, 2).reshape(cells_down * 2, cells_across * 2)
+        marks = marks.view(cells_down, cells_across, 2, 2).transpose(1, 2)
+        marks = marks.reshape(cells_down * 2, cells_across * 2)
         if marks.shape != (height, width):  # an odd last row or column: sources
             grid = torch.zeros(height, width, device=tokens.device, dtype=torch.int64)
             grid[:marks.shape[0], :marks.shape[1]] = marks
@@ -47,12 +48,10 @@ class TokenMerge:
         self.into = best_destination[..., None].gather(-2, self.merged)
 
     def _split(self, x):
+        """(sources, destinations) of x [batch, tokens, channels], in the order the positions say."""
         channels = x.shape[-1]
-        sources = x.gather(1, self.source_positions.expand(self.batch, self.total - self.destination_positions.shape[1],
-                                                           channels))
-        destinations = x.gather(1, self.destination_positions.expand(self.batch, self.destination_positions.shape[1],
-                                                                     channels))
-        return sources, destinations
+        return tuple(x.gather(1, positions.expand(self.batch, positions.shape[1], channels))
+                     for positions in (self.source_positions, self.destination_positions))
 
     def merge(self, x):
         import torch
@@ -61,7 +60,8 @@ class TokenMerge:
         n, count, channels = sources.shape
         kept = sources.gather(-2, self.kept.expand(n, count - self.count, channels))
         moving = sources.gather(-2, self.merged.expand(n, self.count, channels))
-        destinations = destinations.scatter_reduce(-2, self.into.expand(n, self.count, channels), moving, reduce="mean")
+        into = self.into.expand(n, self.count, channels)
+        destinations = destinations.scatter_reduce(-2, into, moving, reduce="mean")
         return torch.cat([kept, destinations], dim=1)
 
     def unmerge(self, x):
@@ -71,8 +71,8 @@ class TokenMerge:
         kept, destinations = x[..., :kept_count, :], x[..., kept_count:, :]
         merged = destinations.gather(-2, self.into.expand(self.batch, self.count, channels))
         out = torch.zeros(self.batch, self.total, channels, device=x.device, dtype=x.dtype)
-        out.scatter_(-2, self.destination_positions.expand(self.batch, self.destination_positions.shape[1], channels),
-                     destinations)
+        targets = self.destination_positions
+        out.scatter_(-2, targets.expand(self.batch, targets.shape[1], channels), destinations)
         sources = self.source_positions.expand(self.batch, self.source_positions.shape[1], 1)
         out.scatter_(-2, sources.gather(1, self.kept).expand(self.batch, kept_count, channels), kept)
         out.scatter_(-2, sources.gather(1, self.merged).expand(self.batch, self.count, channels), merged)
