@@ -76,3 +76,35 @@ def test_deep_shrink_acts_only_inside_its_window(tiny_models, tmp_path):
     early = _pixels(tiny_models, tmp_path, _graph(checkpoint, _shrink()))
     always = _pixels(tiny_models, tmp_path, _graph(checkpoint, _shrink(end_percent=1.0)))
     assert np.abs(early - plain).max() > 3 and np.abs(always - early).max() > 3
+
+
+def test_controls_a_shrink_resizes_are_left_out_with_a_warning(tiny_models, tmp_path, caplog):
+    """ComfyUI's apply_control adds each ControlNet output that fits and warns about the rest; a
+    shrink at SD1.5's last level before its skip resizes that skip and the middle block's output."""
+    from PIL import Image
+
+    from nodes.sd import deep_shrink
+
+    from .test_controlnet import _controlled, _image
+
+    deep_shrink._WARNED.clear()  # each kind of mismatch is told once per process
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(inputs / "hint.png")
+
+    def shrunk(graph, after_skip):
+        graph = dict(graph, **{"30": _shrink(block_number=3, end_percent=1.0, downscale_after_skip=after_skip)})
+        graph["30"]["inputs"]["model"] = ["4", 0]
+        graph["3"] = dict(graph["3"], inputs={**graph["3"]["inputs"], "model": ["30", 0]})
+        return graph
+
+    controlled = _controlled("sd15")
+    plain = dict(controlled, **{"3": dict(controlled["3"], inputs={**controlled["3"]["inputs"],
+                                                                    "positive": ["6", 0], "negative": ["7", 0]})})
+    for after_skip in (True, False):
+        with caplog.at_level("WARNING"):
+            with_control = _image(tiny_models, tmp_path / str(after_skip), inputs, shrunk(controlled, after_skip))
+        without = _image(tiny_models, tmp_path / f"plain{after_skip}", inputs, shrunk(plain, after_skip))
+        assert np.abs(with_control - without).max() > 3  # the controls that fit still act
+    assert "could not be applied to the middle block" in caplog.text
+    assert "could not be applied to the skip of input block 3" in caplog.text  # before the skip: it shrinks too

@@ -15,10 +15,22 @@ pair fits the h that the next resnet joins.
 """
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+log = logging.getLogger(__name__)
 METHODS = ("bicubic", "nearest-exact", "bilinear", "area", "bislerp")
+_WARNED: set = set()
+
+
+def warn_unfitted(where: str, shape, control_shape) -> None:
+    """ComfyUI's "control could not be applied" warning, once per kind of mismatch."""
+    key = (where, tuple(shape), tuple(control_shape))
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning("a control could not be applied to the %s (%s vs %s): Deep Shrink changed its size; "
+                    "it is left out there, as ComfyUI leaves it out", where, tuple(shape), tuple(control_shape))
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,47 @@ def deep_shrink_applied(unet, shrink: DeepShrink):
                 # the skip the next resnet joins h with: the tuple is taken from its end
                 return _replace_first(out, fitted(_first(out), current["skips"][-(j + 2)]))
             handles.append(module.register_forward_hook(after_pair))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def controls_fitted(unet, unet_kwargs: dict):
+    """For one UNet call with ControlNet residuals under an active Deep Shrink: a residual whose
+    skip (or the middle block's output) the shrink resized is left out with a warning, as
+    ComfyUI's apply_control leaves out what does not fit; the others are added as diffusers adds
+    them. The down residuals are fitted in place once the down blocks have shown every skip's
+    size; the middle one is added by a hook (diffusers then adds a broadcast zero)."""
+    import torch
+
+    residuals = unet_kwargs.get("down_block_additional_residuals")
+    if residuals is None:
+        yield
+        return
+    middle = unet_kwargs["mid_block_additional_residual"]
+    unet_kwargs["mid_block_additional_residual"] = torch.zeros((), dtype=middle.dtype, device=middle.device)
+    shapes: list = []
+
+    def fit_down(module, args, output):  # the last down block: every skip's size is known now
+        for i, (shape, residual) in enumerate(zip(shapes, residuals)):
+            if residual.shape != shape:
+                warn_unfitted(f"skip of input block {i}", shape, residual.shape)
+                residuals[i] = torch.zeros((), dtype=residual.dtype, device=residual.device)
+
+    def add_middle(module, args, output):
+        if output.shape != middle.shape:
+            warn_unfitted("middle block", output.shape, middle.shape)
+            return None
+        return output + middle
+
+    handles = [unet.conv_in.register_forward_hook(lambda m, a, out: shapes.append(out.shape))]
+    handles += [block.register_forward_hook(lambda m, a, out: shapes.extend(s.shape for s in out[1]))
+                for block in unet.down_blocks]
+    handles += [unet.down_blocks[-1].register_forward_hook(fit_down),
+                unet.mid_block.register_forward_hook(add_middle)]
     try:
         yield
     finally:

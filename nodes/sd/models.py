@@ -242,7 +242,7 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
     from ..sampling.ksampler import SamplingModel
     from ..sampling.sag import SelfAttentionGuidance
     from .controlnet import control_residuals
-    from .deep_shrink import deep_shrink_applied
+    from .deep_shrink import controls_fitted, deep_shrink_applied
     from .gligen import fusers_lent, grounding
     from .hypertile import hypertile_applied
     from .tome import token_merging_applied
@@ -273,15 +273,16 @@ def sampling_model(handle: DiffusionModel, unet, side_models: dict | None = None
                 patches.enter_context(middle_self_attention_as_values(unet))
             if records_attention and (rows := first_negative_rows(entries)) is not None:
                 patches.enter_context(recording_middle_attention(unet, rows, recorded))
+            if added_by_hooks is not None:  # before a shrink at the same block, as ComfyUI adds controls first
+                patches.enter_context(adding_to_input_blocks(unet, *added_by_hooks))
             if handle.deep_shrink is not None and handle.deep_shrink.active(sigma):
                 patches.enter_context(deep_shrink_applied(unet, handle.deep_shrink))
+                patches.enter_context(controls_fitted(unet, unet_kwargs))
             if handle.hypertile is not None:
                 patches.enter_context(hypertile_applied(unet, handle.hypertile, x_in.shape[-2:], generator_on("cpu")))
             if handle.tome_ratio is not None:
                 patches.enter_context(token_merging_applied(unet, handle.tome_ratio, x_in.shape[-2:],
                                                             generator_on(x_in.device)))
-            if added_by_hooks is not None:
-                patches.enter_context(adding_to_input_blocks(unet, *added_by_hooks))
             if entries[0].gligen is not None:  # a GLIGEN entry runs in a batch of its own
                 gligen, boxes = entries[0].gligen
                 lent = side_models[gligen]

@@ -17,6 +17,7 @@ from pathlib import Path
 from engine import EdgeValue, ModelLoadError
 
 from ..core.state_files import CheckpointFile
+from .deep_shrink import warn_unfitted
 
 
 @dataclass(frozen=True)
@@ -161,19 +162,22 @@ def adding_to_input_blocks(unet, additions: dict[int, object], middle=None):
     modules = input_block_modules(unet)
     handles = []
 
-    def adder(extra):
+    def adder(extra, where: str):
         def hook(module, args, output):
-            if isinstance(output, tuple):
-                return (output[0] + extra.to(output[0].dtype),) + output[1:]
-            return output + extra.to(output.dtype)
+            h = output[0] if isinstance(output, tuple) else output
+            if h.shape[-2:] != extra.shape[-2:]:  # Deep Shrink resized h: left out, as ComfyUI does
+                warn_unfitted(where, h.shape, extra.shape)
+                return None
+            h = h + extra.to(h.dtype)
+            return (h,) + output[1:] if isinstance(output, tuple) else h
         return hook
 
     for index, extra in additions.items():
         if index >= len(modules):
             raise ValueError(f"the T2I-Adapter has a map for input block {index}, the UNet only {len(modules)}")
-        handles.append(modules[index].register_forward_hook(adder(extra)))
+        handles.append(modules[index].register_forward_hook(adder(extra, f"input block {index}")))
     if middle is not None:
-        handles.append(unet.mid_block.register_forward_hook(adder(middle)))
+        handles.append(unet.mid_block.register_forward_hook(adder(middle, "middle block")))
     try:
         yield
     finally:
